@@ -1,0 +1,371 @@
+"""Property tests: the losses vanish exactly at p ∝ exp(R/T), and nowhere else.
+
+Exactness is asserted in float64.  Environment-level tests (sampler, training runs, CLI) follow
+the math tests, in the order of the module's sections."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import policy_annealing as pa
+
+torch.set_default_dtype(torch.float64)
+HERE = Path(__file__).parent
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+temperatures = st.floats(1e-2, 1e2).map(float)
+
+
+# ---- random grouped batches --------------------------------------------------------------------
+
+
+@st.composite
+def grouped_batches(draw):
+    """(rewards, log_probs, mask, T) with sum_t log p = R/T + c_group, split arbitrarily over the
+    real steps; padding filled with garbage (nan, inf, large numbers)."""
+    groups, size, steps = draw(st.integers(1, 4)), draw(st.integers(2, 5)), draw(st.integers(1, 8))
+    seed = draw(st.integers(0, 2**32 - 1))
+    temperature = draw(temperatures)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, steps + 1, size=(groups, size))
+    mask = torch.as_tensor(np.arange(steps) < lengths[..., None])
+    rewards = torch.as_tensor(rng.uniform(-10, 10, (groups, size, steps)))
+    totals = pa.masked_sum(rewards, mask) / temperature + torch.as_tensor(
+        rng.normal(0, 5, (groups, 1)))  # (G, K): R/T + c_group
+    split = torch.as_tensor(rng.normal(0, 1, (groups, size, steps)))  # arbitrary weights...
+    split = torch.where(mask, split, 0)
+    split[..., 0] += 1 - split.sum(-1)  # ...that sum to 1 over the real steps
+    log_probs = totals[..., None] * split
+    garbage = torch.as_tensor(rng.choice([np.nan, np.inf, -np.inf, 1e30], (groups, size, steps)))
+    rewards = torch.where(mask, rewards, garbage)
+    log_probs = torch.where(mask, log_probs, garbage.flip(-1))
+    return rewards, log_probs, mask, temperature, rng
+
+
+def scale_of(rewards, mask, temperature):
+    """Magnitude of the log-prob totals, for a relative tolerance."""
+    return 1 + float(pa.masked_sum(rewards.abs(), mask).max()) / temperature
+
+
+@SETTINGS
+@given(grouped_batches())
+def test_grouped_loss_and_gradient_vanish_at_boltzmann(batch):
+    rewards, log_probs, mask, temperature, _ = batch
+    log_probs = log_probs.clone().requires_grad_()
+    loss = pa.grouped_loss(rewards, log_probs, mask, temperature)
+    loss.backward()
+    tolerance = 1e-9 * scale_of(rewards, mask, temperature)
+    assert 0 <= loss.item() <= tolerance**2 * 10
+    assert torch.isfinite(log_probs.grad).all()
+    assert log_probs.grad.abs().max() <= tolerance
+
+
+@SETTINGS
+@given(grouped_batches(), st.integers(0, 2**32 - 1))
+def test_grouped_loss_is_the_spread_of_any_other_split(batch, seed):
+    """Move the trajectories' total log-probs by delta: the loss is the within-group variance of
+    delta, so it is > 0 unless delta is constant inside every group."""
+    rewards, log_probs, mask, temperature, _ = batch
+    delta = torch.as_tensor(np.random.default_rng(seed).normal(0, 1, mask.shape[:2]))
+    lengths = mask.sum(-1)
+    moved = log_probs.clone()
+    moved[torch.arange(mask.shape[0])[:, None], torch.arange(mask.shape[1]), lengths - 1] += delta
+    loss = pa.grouped_loss(rewards, moved, mask, temperature).item()
+    spread = (delta - delta.mean(1, keepdim=True)).square().mean().item()
+    assert spread > 0 and loss > 0
+    assert loss == pytest.approx(spread, rel=1e-6, abs=1e-9 * scale_of(rewards, mask, temperature))
+
+
+@SETTINGS
+@given(grouped_batches(), st.integers(0, 2**32 - 1), st.floats(1e-2, 1e2))
+def test_grouped_loss_invariances(batch, seed, scale):
+    rewards, log_probs, mask, temperature, rng = batch
+    rng = np.random.default_rng(seed)
+    delta = torch.as_tensor(rng.normal(0, 1, mask.shape[:2]))  # off-Boltzmann, loss > 0
+    log_probs = log_probs.clone()
+    log_probs[..., 0] += delta
+    loss = pa.grouped_loss(rewards, log_probs, mask, temperature).item()
+    close = dict(rel=1e-6, abs=1e-9 * scale_of(rewards, mask, temperature))
+    # a per-group shift of the total reward (here on each trajectory's first step)
+    shifted = rewards.clone()
+    shifted[..., 0] += torch.as_tensor(rng.normal(0, 10, (mask.shape[0], 1)))
+    assert pa.grouped_loss(shifted, log_probs, mask, temperature).item() == pytest.approx(loss,
+                                                                                          **close)
+    # R and T scaled together
+    assert pa.grouped_loss(rewards * scale, log_probs, mask, temperature * scale).item() == \
+        pytest.approx(loss, **close)
+    # order within a group
+    order = torch.as_tensor(rng.permutation(mask.shape[1]))
+    assert pa.grouped_loss(rewards[:, order], log_probs[:, order], mask[:, order],
+                           temperature).item() == pytest.approx(loss, **close)
+    # contents of padding: value and gradient
+    def loss_and_grad(fill):
+        lp = torch.where(mask, log_probs, fill).requires_grad_()
+        value = pa.grouped_loss(torch.where(mask, rewards, fill), lp, mask, temperature)
+        value.backward()
+        return value.item(), lp.grad
+    first, grad_a = loss_and_grad(torch.full_like(rewards, float("nan")))
+    second, grad_b = loss_and_grad(torch.as_tensor(rng.normal(0, 1e6, mask.shape)))
+    assert first == second == pytest.approx(loss, **close)
+    assert torch.equal(grad_a, grad_b) and (grad_a[~mask] == 0).all()
+
+
+def test_grouped_loss_finite_at_extreme_temperatures_and_rewards():
+    rng = np.random.default_rng(0)
+    mask = torch.as_tensor(rng.random((3, 4, 50)) < 0.8)
+    for dtype in (torch.float32, torch.float64):
+        rewards = torch.as_tensor(rng.uniform(-1e4, 1e4, mask.shape), dtype=dtype)
+        log_probs = torch.as_tensor(rng.uniform(-5, 0, mask.shape), dtype=dtype).requires_grad_()
+        for temperature in (1e-3, 1e3):
+            loss = pa.grouped_loss(rewards, log_probs, mask, temperature)
+            loss.backward()
+            assert torch.isfinite(loss) and loss > 0 and torch.isfinite(log_probs.grad).all()
+
+
+# ---- Boltzmann law -----------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(st.lists(st.floats(-100, 100), min_size=2, max_size=8), temperatures)
+def test_boltzmann_log_probs_normalise_and_limit(returns, temperature):
+    returns = torch.tensor(returns)
+    log_p = pa.boltzmann_log_probs(returns, temperature)
+    assert torch.logsumexp(log_p, 0).item() == pytest.approx(0, abs=1e-12)
+    # log p differences are exactly (R_i - R_j) / T
+    assert torch.allclose(log_p - log_p[0], (returns - returns[0]) / temperature,
+                          atol=1e-9 * (1 + returns.abs().max().item() / temperature))
+    hot = pa.boltzmann_log_probs(returns, 1e12).exp()
+    assert torch.allclose(hot, torch.full_like(hot, 1 / len(returns)), atol=1e-9)
+    assume((returns == returns.max()).sum() == 1 and (returns.max() - returns).sort()[0][1] > 1e-3)
+    cold = pa.boltzmann_log_probs(returns, 1e-6).exp()
+    assert cold[returns.argmax()].item() == pytest.approx(1, abs=1e-12)
+
+
+# ---- value loss on exact soft-optimal solutions of random trees --------------------------------
+
+
+trees = st.builds(lambda depth, actions, seed, early: pa.TreeEnv(depth, actions, seed, early),
+                  st.integers(1, 4), st.integers(2, 3), st.integers(0, 10**6),
+                  st.sampled_from([0.0, 0.3, 0.6]))
+gammas = st.one_of(st.just(1.0), st.floats(0.5, 0.999))
+
+
+def optimal_batch(env, temperature, gamma, truncate_seed=None):
+    """Every trajectory of the tree under pi*, padded; with truncate_seed each one is cut at a
+    random length (not terminated, bootstrap V*(s_cut)).  Padding holds nan."""
+    values, log_policy = pa.soft_value_iteration(env, temperature, gamma)
+    rng = np.random.default_rng(truncate_seed)
+    paths = pa.enumerate_trajectories(env)
+    steps = max(len(actions) for _, actions, _ in paths)
+    shape = (1, len(paths), steps)
+    rewards, log_probs = torch.full(shape, float("nan")), torch.full(shape, float("nan"))
+    v = torch.full((1, len(paths), steps + 1), float("nan"))
+    mask = torch.zeros(shape, dtype=torch.bool)
+    terminated = torch.ones(shape[:2], dtype=torch.bool)
+    for i, (nodes, actions, path_rewards) in enumerate(paths):
+        length = len(actions)
+        if truncate_seed is not None and length > 1:
+            length = int(rng.integers(1, length))
+            terminated[0, i] = False
+        visited = nodes + [env.children[nodes[-1]][actions[-1]]]
+        rewards[0, i, :length] = torch.tensor(path_rewards[:length])
+        log_probs[0, i, :length] = log_policy[nodes[:length], actions[:length]]
+        v[0, i, :length + 1] = values[visited[:length + 1]]
+        mask[0, i, :length] = True
+    return rewards, log_probs, v, mask, terminated, values
+
+
+@SETTINGS
+@given(trees, temperatures, gammas, st.one_of(st.none(), st.integers(0, 2**32 - 1)))
+def test_value_loss_vanishes_at_soft_optimum(env, temperature, gamma, truncate_seed):
+    rewards, log_probs, values, mask, terminated, _ = optimal_batch(env, temperature, gamma,
+                                                                    truncate_seed)
+    values.requires_grad_()
+    log_probs.requires_grad_()
+    loss = pa.value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma)
+    loss.backward()
+    scale = 1 + values.detach().nan_to_num().abs().max().item() + 10 / temperature
+    assert loss.item() <= (1e-10 * scale) ** 2
+    assert values.grad.abs().max() <= 1e-9 * scale and log_probs.grad.abs().max() <= 1e-9 * scale
+    assert torch.isfinite(values.grad).all() and torch.isfinite(log_probs.grad).all()
+
+
+@SETTINGS
+@given(trees, temperatures, gammas, st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+       st.integers(0, 2**32 - 1), st.sampled_from(["value", "log_prob"]))
+def test_value_loss_positive_off_optimum(env, temperature, gamma, truncate_seed, seed, which):
+    rewards, log_probs, values, mask, terminated, _ = optimal_batch(env, temperature, gamma,
+                                                                    truncate_seed)
+    rng = np.random.default_rng(seed)
+    real = mask.nonzero()
+    i = real[rng.integers(len(real))].tolist()
+    if which == "value":
+        values[tuple(i)] += 0.1
+    else:
+        log_probs[tuple(i)] += 0.1
+    loss = pa.value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma).item()
+    assert loss > 1e-6 * min(1, temperature) ** 2
+
+
+@SETTINGS
+@given(trees, temperatures)
+def test_trajectory_value_equals_soft_value_of_root(env, temperature):
+    rewards, log_probs, _, mask, _, values = optimal_batch(env, temperature, 1.0)
+    v_prime = pa.trajectory_value(rewards, log_probs, mask, temperature)
+    assert torch.allclose(v_prime, torch.full_like(v_prime, values[0].item()),
+                          atol=1e-9 * (1 + abs(values[0].item())))
+    # and the optimal policy's trajectory law is the Boltzmann law over returns
+    log_p = pa.masked_sum(log_probs, mask)[0]
+    target = pa.boltzmann_log_probs(pa.masked_sum(rewards, mask)[0], temperature)
+    assert torch.allclose(log_p, target, atol=1e-9 * (1 + 10 / temperature))
+
+
+def test_value_loss_finite_at_extremes():
+    env = pa.TreeEnv(4, 3, 7, 0.3)
+    for temperature in (1e-3, 1e3):
+        rewards, log_probs, values, mask, terminated, _ = optimal_batch(env, temperature, 0.99, 1)
+        rewards = torch.where(mask, rewards * 1e4, rewards).float()
+        log_probs = log_probs.float().requires_grad_()
+        values = values.float().requires_grad_()
+        loss = pa.value_loss(rewards, log_probs, values, mask, terminated, temperature, 0.99)
+        loss.backward()
+        assert torch.isfinite(loss) and loss > 0
+        assert torch.isfinite(log_probs.grad).all() and torch.isfinite(values.grad).all()
+
+
+# ---- ERR ---------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(grouped_batches())
+def test_err_group_advantage_is_exactly_zero_at_boltzmann(batch):
+    rewards, log_probs, mask, temperature, _ = batch
+    advantages = pa.group_advantages(rewards, log_probs, mask, temperature)
+    scale = scale_of(rewards, mask, temperature) * temperature
+    assert advantages[mask].abs().max() <= 1e-9 * scale
+
+
+@SETTINGS
+@given(trees, temperatures, st.floats(0, 1))
+def test_err_gae_advantage_zero_with_exact_soft_values(env, temperature, gae_lambda):
+    """With V = V* and pi = pi*, every TD error of the ERR reward is 0, so is every advantage,
+    and the soft return equals V*."""
+    rewards, log_probs, values, mask, terminated, _ = optimal_batch(env, temperature, 1.0, 3)
+    advantages, soft_returns = pa.soft_advantages(rewards, log_probs, values, mask, terminated,
+                                                  temperature, 1.0, gae_lambda)
+    scale = 1 + values.nan_to_num().abs().max().item() + 10 / temperature
+    assert advantages[mask].abs().max() <= 1e-9 * scale
+    assert torch.allclose(soft_returns[mask], values[..., :-1][mask], atol=1e-9 * scale)
+
+
+def reference_gae(rewards, values, lengths, terminated, gamma, lam):
+    """Textbook GAE, one episode at a time, as in CleanRL."""
+    out = np.zeros_like(rewards)
+    for i, length in enumerate(lengths):
+        last = 0.0
+        for t in reversed(range(length)):
+            next_value = 0.0 if (t == length - 1 and terminated[i]) else values[i, t + 1]
+            delta = rewards[i, t] + gamma * next_value - values[i, t]
+            last = delta + gamma * lam * last
+            out[i, t] = last
+    return out
+
+
+@SETTINGS
+@given(st.integers(0, 2**32 - 1), st.floats(0.5, 1), st.floats(0, 1))
+def test_err_at_zero_temperature_is_plain_ppo(seed, gamma, lam):
+    rng = np.random.default_rng(seed)
+    count, steps = 5, 9
+    lengths = rng.integers(1, steps + 1, count)
+    mask = torch.as_tensor(np.arange(steps) < lengths[:, None])
+    rewards, values = rng.normal(size=(count, steps)), rng.normal(size=(count, steps + 1))
+    terminated = rng.random(count) < 0.5
+    log_probs = torch.as_tensor(-rng.exponential(size=(count, steps)))
+    assert torch.equal(pa.err_rewards(torch.as_tensor(rewards), log_probs, 0.0),
+                       torch.as_tensor(rewards))
+    advantages, returns = pa.soft_advantages(torch.as_tensor(rewards), log_probs,
+                                             torch.as_tensor(values), mask,
+                                             torch.as_tensor(terminated), 0.0, gamma, lam)
+    expected = reference_gae(rewards, values, lengths, terminated, gamma, lam)
+    assert np.allclose(advantages[mask].numpy(), expected[mask.numpy()], atol=1e-10)
+    assert np.allclose(returns[mask].numpy(), (expected + values[:, :-1])[mask.numpy()],
+                       atol=1e-10)
+
+
+# ---- sampler -----------------------------------------------------------------------------------
+
+
+class StepAudit(gym.Wrapper):
+    """Counts env steps and fails on a step after the episode ended."""
+
+    def reset(self, **kwargs):
+        self.steps, self.done = 0, False
+        return super().reset(**kwargs)
+
+    def step(self, action):
+        assert not self.done, "stepped after the episode ended"
+        self.steps += 1
+        result = super().step(action)
+        self.done = result[2] or result[3]
+        return result
+
+
+def make_batch(env_id="CartPole-v1", groups=3, size=4, seed=0, **kwargs):
+    envs = [StepAudit(gym.make(env_id, **kwargs)) for _ in range(groups * size)]
+    agent = pa.Agent(envs[0].observation_space.shape[0], envs[0].action_space.n, 16, True, True)
+    seeds = np.random.default_rng(seed).integers(0, 2**31, groups)
+    batch = pa.sample_episodes(envs, agent, seeds, size, torch.Generator().manual_seed(seed))
+    return envs, batch
+
+
+def test_sampler_groups_share_seed_and_counts_steps_exactly():
+    envs, batch = make_batch()
+    first = batch.observations[:, :, 0]  # (G, K, obs_dim)
+    assert torch.equal(first, first[:, :1].expand_as(first))  # same seed inside a group
+    assert not torch.equal(first[0, 0], first[1, 0])  # fresh seed per group
+    lengths = batch.mask.sum(-1).flatten().tolist()
+    assert lengths == [env.steps for env in envs]
+    assert batch.env_steps == sum(env.steps for env in envs)
+    assert all(env.done for env in envs)
+    # the mask is a prefix, episodes differ in length, and only a truncation is not terminated
+    steps = batch.mask.shape[-1]
+    assert torch.equal(batch.mask, torch.arange(steps) < batch.mask.sum(-1, keepdim=True))
+    assert len(set(lengths)) > 1
+    assert batch.terminated.all() == all(length < 500 for length in lengths)
+
+
+def test_sampler_truncation_keeps_bootstrap_observation():
+    envs, batch = make_batch(groups=1, size=3, max_episode_steps=5)
+    assert (batch.mask.sum(-1) == 5).all() and not batch.terminated.any()
+    # index 5 holds the observation after the last step: it differs from the one before it
+    assert not torch.equal(batch.observations[0, 0, 5], batch.observations[0, 0, 4])
+
+
+def test_sampler_same_seed_same_batch_other_seed_other_batch():
+    _, first = make_batch(seed=3)
+    _, again = make_batch(seed=3)
+    _, other = make_batch(seed=4)
+    assert torch.equal(first.observations, again.observations)
+    assert torch.equal(first.actions, again.actions)
+    assert first.observations.shape != other.observations.shape or not torch.equal(
+        first.observations, other.observations)
+
+
+def test_sampler_behaviour_log_probs_match_the_policy():
+    agent = pa.Agent(4, 2, 16, True, True)
+    envs = [gym.make("CartPole-v1") for _ in range(4)]
+    batch = pa.sample_episodes(envs, agent, [1, 2], 2, torch.Generator().manual_seed(0))
+    recomputed = pa.taken_log_probs(agent, batch)
+    assert torch.allclose(recomputed[batch.mask].float(), batch.log_probs[batch.mask], atol=1e-6)
