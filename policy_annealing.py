@@ -507,13 +507,17 @@ DEFAULTS = {
     "*/value": dict(num_groups=8, group_size=1),
     "*/err": dict(num_groups=8, group_size=1, optim_steps=10, lr=1e-3, temp_start=0.05,
                   temp_end=0.05, clip_eps=0.2, max_grad_norm=0.5),
+    # CartPole grouped: small batches, many full-batch steps, no trust region (sweep in README).
     "CartPole-v1": dict(iterations=100, eval_every=1),
+    "CartPole-v1/grouped": dict(num_groups=2, group_size=4, clip_eps=0.0),
     "LunarLander-v3": dict(iterations=300, temp_start=0.1, temp_end=0.1, lr=5e-4),
     # Tree-v0: gamma = 1, so the soft-optimal policy is exactly the Boltzmann law over returns.
-    "Tree-v0": dict(obs_norm=False, eval_every=10, iterations=40, temp_start=1.0, temp_end=1.0,
-                    gamma=1.0, clip_eps=0.0, num_groups=1, group_size=32),
-    "Tree-v0/value": dict(num_groups=16, group_size=1, iterations=60),
-    "Tree-v0/err": dict(baseline="group", optim_steps=4, minibatches=1, lr=1e-3, clip_eps=0.2),
+    "Tree-v0": dict(obs_norm=False, eval_every=10, iterations=40, lr_decay=True, lr=5e-3,
+                    temp_start=1.0, temp_end=1.0, gamma=1.0, clip_eps=0.0, num_groups=1,
+                    group_size=64),
+    "Tree-v0/value": dict(num_groups=16, group_size=1, iterations=80),
+    "Tree-v0/err": dict(baseline="group", group_size=32, optim_steps=4, minibatches=1, lr=3e-3,
+                        clip_eps=0.2, iterations=80),
 }
 
 
@@ -527,6 +531,7 @@ class Config:
     group_size: int = 4
     optim_steps: int = 50
     lr: float = 3e-3
+    lr_decay: bool = False
     temp_start: float = 0.5
     temp_end: float = 0.5
     clip_eps: float = 2.0
@@ -696,6 +701,17 @@ def evaluate(agent, envs, cfg, stream, greedy):
     return batch.returns.flatten().numpy(), entropy
 
 
+def final_evaluation(agent, cfg):
+    """Mean and std of --final-eval-episodes fresh episodes, sampled and greedy."""
+    envs = [make_env(cfg) for _ in range(cfg.final_eval_episodes)]
+    result = {}
+    for mode in ("sampled", "greedy"):
+        returns, entropy = evaluate(agent, envs, cfg, 0, greedy=mode == "greedy")
+        result[mode] = {"mean": float(returns.mean()), "std": float(returns.std()),
+                        "entropy": entropy}
+    return result
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -704,6 +720,7 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
     """The main loop: sample a seed-grouped batch, update, evaluate, record, checkpoint."""
     from tqdm import tqdm
 
+    run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(cfg.threads)
@@ -752,17 +769,19 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
                and not (cfg.max_env_steps and state["env_steps"] >= cfg.max_env_steps)):
             iteration = state["iteration"]
             temperature = temperature_at(cfg, iteration)
+            if cfg.lr_decay:  # linear to 0: Adam's steps stay ~lr near the optimum otherwise
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * (1 - iteration / cfg.iterations)
             start = time.perf_counter()
             seeds = seed_rng.integers(0, 2**31, size=cfg.num_groups)
             batch = sample_episodes(envs, agent, seeds, cfg.group_size, action_generator)
             loss = update(agent, optimizer, batch, temperature, cfg, action_generator)
             if isinstance(agent.normalizer, RunningNormalizer):
                 agent.normalizer.update(batch.observations[..., :-1, :][batch.mask])
-            state["wall_time"] += time.perf_counter() - start
-            state["env_steps"] += batch.env_steps
-            state["iteration"] = iteration + 1
-            record = {"iteration": iteration + 1, "env_steps": state["env_steps"],
-                      "wall_time": round(state["wall_time"], 4),
+            wall_time = state["wall_time"] + time.perf_counter() - start
+            env_steps = state["env_steps"] + batch.env_steps
+            record = {"iteration": iteration + 1, "env_steps": env_steps,
+                      "wall_time": round(wall_time, 4),
                       "train_return": float(batch.returns.mean()), "eval_return": None,
                       "temperature": temperature, "loss": loss,
                       "entropy": float(masked_sum(batch.entropies, batch.mask).sum()
@@ -775,8 +794,12 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
                 if render_env is not None:
                     sample_episodes([render_env], agent, [iteration], 1, None, greedy=True)
             if enumerable:
-                record["exact_kl"] = exact_trajectory_kl(agent, envs[0], temperature)
+                # at T = 0 the law is a point mass and the KL undefined: recorded as null
+                record["exact_kl"] = (exact_trajectory_kl(agent, envs[0], temperature)
+                                      if temperature > 0 else None)
+            # The iteration counts from here on: state, record and checkpoint move together.
             history.append(record)
+            state.update(iteration=iteration + 1, env_steps=env_steps, wall_time=wall_time)
             if solved is None and threshold is not None and record["eval_return"] is not None \
                     and record["eval_return"] >= threshold:
                 solved = record
@@ -802,12 +825,10 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
                "solved_wall_time": solved["wall_time"] if solved else None,
                "reward_threshold": threshold, "error": error}
     if error is None:
-        final_envs = [make_env(cfg) for _ in range(cfg.final_eval_episodes)]
-        summary["final_eval"] = {}
-        for mode in ("sampled", "greedy"):
-            returns, entropy = evaluate(agent, final_envs, cfg, 0, greedy=mode == "greedy")
-            summary["final_eval"][mode] = {"mean": float(returns.mean()),
-                                           "std": float(returns.std()), "entropy": entropy}
+        try:
+            summary["final_eval"] = final_evaluation(agent, cfg)
+        except Interrupted:
+            summary["error"] = "interrupted"
         if enumerable:
             summary["exact_kl"] = history[-1]["exact_kl"] if history else None
     summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
@@ -878,6 +899,8 @@ def build_parser():
     add("--optim-steps", type=int, help="optimizer steps per batch (err: PPO epochs)")
     add("--minibatches", type=int, help="err: minibatches per epoch")
     add("--lr", type=float, help="Adam learning rate")
+    add("--lr-decay", action="store_true", default=None,
+        help="decay the learning rate linearly to 0 over --iterations")
     add("--temp-start", type=float, help="temperature T at the first iteration")
     add("--temp-end", type=float, help="T at the last iteration (exponential schedule)")
     add("--clip-eps", type=float, help="grouped: trust region in log-prob units (0 = none); "

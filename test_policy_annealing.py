@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import policy_annealing as pa
 
-torch.set_default_dtype(torch.float64)
+F64 = torch.float64  # exactness is asserted in float64; networks stay float32
 HERE = Path(__file__).parent
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -140,7 +140,7 @@ def test_grouped_loss_finite_at_extreme_temperatures_and_rewards():
 @SETTINGS
 @given(st.lists(st.floats(-100, 100), min_size=2, max_size=8), temperatures)
 def test_boltzmann_log_probs_normalise_and_limit(returns, temperature):
-    returns = torch.tensor(returns)
+    returns = torch.tensor(returns, dtype=F64)
     log_p = pa.boltzmann_log_probs(returns, temperature)
     assert torch.logsumexp(log_p, 0).item() == pytest.approx(0, abs=1e-12)
     # log p differences are exactly (R_i - R_j) / T
@@ -170,8 +170,9 @@ def optimal_batch(env, temperature, gamma, truncate_seed=None):
     paths = pa.enumerate_trajectories(env)
     steps = max(len(actions) for _, actions, _ in paths)
     shape = (1, len(paths), steps)
-    rewards, log_probs = torch.full(shape, float("nan")), torch.full(shape, float("nan"))
-    v = torch.full((1, len(paths), steps + 1), float("nan"))
+    rewards = torch.full(shape, float("nan"), dtype=F64)
+    log_probs = torch.full(shape, float("nan"), dtype=F64)
+    v = torch.full((1, len(paths), steps + 1), float("nan"), dtype=F64)
     mask = torch.zeros(shape, dtype=torch.bool)
     terminated = torch.ones(shape[:2], dtype=torch.bool)
     for i, (nodes, actions, path_rewards) in enumerate(paths):
@@ -180,7 +181,7 @@ def optimal_batch(env, temperature, gamma, truncate_seed=None):
             length = int(rng.integers(1, length))
             terminated[0, i] = False
         visited = nodes + [env.children[nodes[-1]][actions[-1]]]
-        rewards[0, i, :length] = torch.tensor(path_rewards[:length])
+        rewards[0, i, :length] = torch.tensor(path_rewards[:length], dtype=F64)
         log_probs[0, i, :length] = log_policy[nodes[:length], actions[:length]]
         v[0, i, :length + 1] = values[visited[:length + 1]]
         mask[0, i, :length] = True
@@ -369,3 +370,269 @@ def test_sampler_behaviour_log_probs_match_the_policy():
     batch = pa.sample_episodes(envs, agent, [1, 2], 2, torch.Generator().manual_seed(0))
     recomputed = pa.taken_log_probs(agent, batch)
     assert torch.allclose(recomputed[batch.mask].float(), batch.log_probs[batch.mask], atol=1e-6)
+
+
+# ---- training runs -----------------------------------------------------------------------------
+
+
+def config(env="CartPole-v1", algo="grouped", **overrides):
+    values = pa.defaults_for(env, algo)
+    values.update(env=env, algo=algo, eval_episodes=2, final_eval_episodes=2)
+    values.update(overrides)
+    cfg = pa.Config(**values)
+    pa.validate(cfg)
+    return cfg
+
+
+def without_wall_time(history):
+    return [{k: v for k, v in record.items() if k != "wall_time"} for record in history]
+
+
+SMOKE = dict(iterations=2, num_groups=2, group_size=2, optim_steps=3, eval_every=1)
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "LunarLander-v3"])
+@pytest.mark.parametrize("algo", ["grouped", "value", "err"])
+def test_smoke_run_records_and_checkpoints(tmp_path, env, algo):
+    cfg = config(env, algo, **SMOKE)
+    experiment = pa.train(cfg, tmp_path, quiet=True)
+    history, summary = experiment["history"], experiment["summary"]
+    assert [r["iteration"] for r in history] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and r["eval_return"] is not None for r in history)
+    assert history[0]["env_steps"] < history[1]["env_steps"] == summary["env_steps"]
+    assert summary["error"] is None and set(summary["final_eval"]) == {"sampled", "greedy"}
+    assert json.loads((tmp_path / "experiment.json").read_text()) == experiment
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert (checkpoint["env"], checkpoint["algo"], checkpoint["format_version"]) == (env, algo, 1)
+    assert checkpoint["state"]["iteration"] == 2
+
+
+@pytest.mark.parametrize("algo", ["grouped", "value", "err"])
+def test_same_seed_same_history_other_seed_other_history(tmp_path, algo):
+    runs = [pa.train(config(algo=algo, seed=seed, **SMOKE), tmp_path / str(i), quiet=True)
+            for i, seed in enumerate([5, 5, 6])]
+    first, again, other = (without_wall_time(run["history"]) for run in runs)
+    assert first == again
+    assert first != other
+    assert runs[0]["summary"]["final_eval"] == runs[1]["summary"]["final_eval"]
+
+
+TREES = [dict(tree_seed=0), dict(tree_seed=1)]
+
+
+@pytest.mark.parametrize("algo", ["grouped", "value", "err"])
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_training_reaches_the_exact_boltzmann_law_on_trees(tmp_path, algo, temperature):
+    """The real loop (sampler, update, networks) drives KL(p_policy || p_Boltzmann) below 0.01
+    on two trees, while plain PG (T = 0) on the same trees does not approach the law."""
+    for i, tree in enumerate(TREES):
+        cfg = config("Tree-v0", algo, temp_start=temperature, temp_end=temperature,
+                     env_kwargs=tree, eval_every=1000)
+        summary = pa.train(cfg, tmp_path / f"{i}", quiet=True)["summary"]
+        assert summary["exact_kl"] < 0.01, (tree, summary["exact_kl"])
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_plain_pg_does_not_reach_the_boltzmann_law(tmp_path, tree):
+    cfg = config("Tree-v0", "err", temp_start=0.0, temp_end=0.0, env_kwargs=tree,
+                 eval_every=1000)
+    agent_run = pa.train(cfg, tmp_path, quiet=True)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    env = gym.make("Tree-v0", **tree)
+    agent = pa.Agent(env.observation_space.shape[0], env.action_space.n, cfg.hidden, True, False)
+    agent.load_state_dict(checkpoint["agent"])
+    assert agent_run["summary"]["exact_kl"] is None  # undefined at T = 0
+    assert pa.exact_trajectory_kl(agent, env, 1.0) > 0.1
+
+
+def test_exact_kl_is_zero_for_the_soft_optimal_policy():
+    env = pa.TreeEnv(tree_seed=3)
+    _, log_policy = pa.soft_value_iteration(env, 0.7)
+
+    class Optimal:
+        def log_probs(self, obs):
+            return obs.double() @ log_policy
+
+    assert abs(pa.exact_trajectory_kl(Optimal(), env, 0.7)) < 1e-12
+    assert pa.exact_trajectory_kl(Optimal(), env, 0.35) > 1e-3
+
+
+# ---- toy bandit --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bandit_annealing_settles_on_boltzmann_entropy_bonus_does_not(seed):
+    import toy_bandit
+    methods = toy_bandit.run(seed=seed)["methods"]
+    for name in ("annealing", "grouped"):
+        assert methods[name]["kl_to_target"] < 0.01 and methods[name]["late_std"] < 1e-3
+    assert methods["entropy_bonus"]["kl_to_target"] < 0.05
+    assert methods["entropy_bonus"]["late_std"] >= 10 * methods["annealing"]["late_std"]
+    assert methods["pg"]["final_probs"][2] > 0.95
+
+
+# ---- command line: bad input is one line, no traceback ------------------------------------------
+
+
+def run_main(capsys, *argv):
+    code = pa.main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def one_line_error(capsys, *argv, expect):
+    code, err = run_main(capsys, *argv)
+    assert code == 2 and err.startswith("error:") and "\n" not in err, err
+    assert "Traceback" not in err and expect in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["--env", "NoSuchEnv-v0"], "unknown env"),
+    (["--env", "Pendulum-v1"], "Discrete actions"),
+    (["--env", "FrozenLake-v1"], "flat Box observation"),
+    (["--algo", "sac"], "invalid choice"),
+    (["--group-size", "0"], "--group-size must be a positive integer"),
+    (["--num-groups", "-1"], "--num-groups must be a positive integer"),
+    (["--iterations", "0"], "--iterations must be a positive integer"),
+    (["--lr", "0"], "--lr must be a positive number"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--temp-start", "-1"], "--temp-start must be a finite number >= 0"),
+    (["--temp-end", "-0.1"], "--temp-end must be a finite number >= 0"),
+    (["--temp-start", "0.5", "--temp-end", "0"], "cannot reach or leave 0"),
+    (["--algo", "err", "--temp-start", "0"], "cannot reach or leave 0"),
+    (["--algo", "grouped", "--temp-start", "0", "--temp-end", "0"], "needs a temperature > 0"),
+    (["--algo", "grouped", "--group-size", "1"], "--group-size must be >= 2"),
+    (["--batch-size", "10", "--num-groups", "2", "--group-size", "4"], "give two of the three"),
+    (["--batch-size", "10", "--group-size", "4"], "not a multiple"),
+    (["--iterations", "two"], "invalid int value"),
+    (["--validate"], "add --load-model"),
+])
+def test_bad_arguments_give_one_clear_line(capsys, tmp_path, argv, expect):
+    one_line_error(capsys, *argv, "--out", str(tmp_path / "run"), expect=expect)
+    assert not (tmp_path / "run").exists()  # nothing created for a refused run
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(-3, 3), st.integers(-3, 3), st.integers(-3, 3),
+       st.floats(-1, 1, allow_nan=False), st.floats(-1, 1, allow_nan=False))
+def test_argument_validation_accepts_exactly_the_valid_configs(iterations, groups, size, lr,
+                                                               temperature):
+    argv = ["--iterations", str(iterations), "--num-groups", str(groups), "--group-size",
+            str(size), "--lr", repr(lr), "--temp-start", repr(temperature), "--temp-end",
+            repr(temperature)]
+    valid = iterations > 0 and groups > 0 and size >= 2 and lr > 0 and temperature > 0
+    try:
+        cfg = pa.config_from_args(pa.build_parser().parse_args(argv))
+    except pa.UserError as error:
+        assert not valid, error
+        assert "\n" not in str(error)
+    else:
+        assert valid and (cfg.num_groups, cfg.group_size, cfg.lr) == (groups, size, lr)
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cartpole")
+    pa.train(config(**SMOKE), run_dir, quiet=True)
+    return run_dir
+
+
+def test_bad_checkpoints_give_one_clear_line(capsys, tmp_path, cartpole_run):
+    checkpoint = cartpole_run / "checkpoint.pt"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:300])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(2000))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    validate = ["--validate", "--eval-episodes", "2", "--load-model"]
+    one_line_error(capsys, *validate, str(tmp_path / "missing.pt"), expect="no such file")
+    one_line_error(capsys, *validate, str(truncated), expect="corrupt or truncated")
+    one_line_error(capsys, *validate, str(garbage), expect="corrupt or truncated")
+    one_line_error(capsys, *validate, str(foreign), expect="not a policy-annealing checkpoint")
+    one_line_error(capsys, *validate, str(checkpoint), "--env", "LunarLander-v3",
+                   expect="does not fit this env")
+    one_line_error(capsys, "--env", "LunarLander-v3", "--load-model", str(checkpoint), "--out",
+                   str(tmp_path / "x"), expect="does not fit this env")
+    code, _ = run_main(capsys, *validate, str(checkpoint))
+    assert code == 0
+
+
+def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(capsys, tmp_path, cartpole_run):
+    one_line_error(capsys, "--out", str(cartpole_run), expect="already holds a run")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("experiment.json", "checkpoint.pt"):
+        (copy / name).write_bytes((cartpole_run / name).read_bytes())
+    code, _ = run_main(capsys, "--out", str(copy), "--overwrite", "--iterations", "1",
+                       "--num-groups", "2", "--group-size", "2", "--optim-steps", "1", "--quiet",
+                       "--eval-episodes", "2")
+    assert code == 0 and len(json.loads((copy / "experiment.json").read_text())["history"]) == 1
+
+
+def test_a_real_process_reports_bad_input_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, str(HERE / "policy_annealing.py"), "--env",
+                             "NoSuchEnv-v0", "--out", str(tmp_path / "x")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "unknown env" in result.stderr
+
+
+# ---- numerics and interruption -----------------------------------------------------------------
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    """The third update's loss turns nan: the run stops with a message naming it, and the
+    checkpoint of iteration 2 stays, loadable and finite."""
+    real_update, real_loss, updates = pa.update_grouped, pa.grouped_loss, []
+
+    def counting_update(*args):
+        updates.append(1)
+        return real_update(*args)
+
+    def poisoned_loss(*args):
+        return real_loss(*args) * (float("nan") if len(updates) >= 3 else 1.0)
+
+    monkeypatch.setitem(pa.UPDATES, "grouped", counting_update)
+    monkeypatch.setattr(pa, "grouped_loss", poisoned_loss)
+    cfg = config(**{**SMOKE, "iterations": 5, "clip_eps": 0.0})
+    experiment = pa.train(cfg, tmp_path, quiet=True)
+    assert "nan" in experiment["summary"]["error"] and len(experiment["history"]) == 2
+    checkpoint = pa.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert checkpoint["state"]["iteration"] == 2
+    assert all(torch.isfinite(t).all() for t in checkpoint["agent"].values())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_keeps_completed_iterations_and_resume_continues_identically(tmp_path, sig):
+    args = ["--iterations", "25", "--num-groups", "2", "--group-size", "2", "--optim-steps", "20",
+            "--eval-every", "5", "--eval-episodes", "2", "--seed", "3", "--quiet"]
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, str(HERE / "policy_annealing.py"), *args,
+                                "--out", str(run_dir)], stderr=subprocess.PIPE, text=True)
+    experiment_path = run_dir / "experiment.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait (by polling, not sleeping blind) for 3 iterations
+        try:
+            if len(json.loads(experiment_path.read_text())["history"]) >= 3:
+                break
+        except (OSError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.01)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + sig, err
+    assert "Traceback" not in err and "--resume" in err
+    experiment = json.loads(experiment_path.read_text())  # valid JSON
+    kept = experiment["summary"]["iterations"]
+    assert 3 <= kept < 25 and len(experiment["history"]) == kept
+    assert pa.load_checkpoint(run_dir / "checkpoint.pt")["state"]["iteration"] == kept
+    resumed = subprocess.run([sys.executable, str(HERE / "policy_annealing.py"), "--resume",
+                              str(run_dir), "--quiet"], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    uninterrupted = pa.train(config(**pa.config_from_args(pa.build_parser().parse_args(args))
+                                    .__dict__), tmp_path / "straight", quiet=True)
+    final = json.loads(experiment_path.read_text())
+    assert without_wall_time(final["history"]) == without_wall_time(uninterrupted["history"])
