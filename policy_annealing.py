@@ -510,6 +510,7 @@ DEFAULTS = {
     # CartPole grouped: small batches, many full-batch steps, no trust region (sweep in README).
     "CartPole-v1": dict(iterations=100, eval_every=1),
     "CartPole-v1/grouped": dict(num_groups=2, group_size=4, clip_eps=0.0),
+    "CartPole-v1/err": dict(num_groups=4, lr=2e-3),
     "LunarLander-v3": dict(iterations=300, temp_start=0.1, temp_end=0.1, lr=5e-4),
     # Tree-v0: gamma = 1, so the soft-optimal policy is exactly the Boltzmann law over returns.
     "Tree-v0": dict(obs_norm=False, eval_every=10, iterations=40, lr_decay=True, lr=5e-3,
@@ -873,12 +874,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def defaults_help():
-    lines = ["per-env defaults (a flag given on the command line wins):"]
+    common = DEFAULTS["*"]
+    lines = ["defaults (a flag given on the command line wins):",
+             "  all: " + ", ".join(f"{k}={v}" for k, v in common.items())]
     for env in ("CartPole-v1", "LunarLander-v3", "Tree-v0"):
         for algo in UPDATES:
-            values = defaults_for(env, algo)
-            shown = ", ".join(f"{k}={v}" for k, v in values.items())
-            lines.append(f"  {env} --algo {algo}: {shown}")
+            changed = {k: v for k, v in defaults_for(env, algo).items() if common.get(k) != v}
+            lines.append(f"  {env} --algo {algo}: " + ", ".join(f"{k}={v}"
+                                                             for k, v in changed.items()))
     return "\n".join(lines)
 
 
@@ -1127,13 +1130,19 @@ def report_table(runs):
             return "-"
         return f"{fmt(np.median(values))} [{fmt(min(values))}–{fmt(max(values))}]"
 
-    rows = ["| env | run | solved | env steps to solve | training s to solve | final return "
+    versions = runs[0]["config"].get("versions", {})
+    rows = [f"Machine: {os.cpu_count()} CPU cores, torch threads per run "
+            f"{runs[0]['config'].get('threads')}; "
+            + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". Solved = first evaluation "
+            "(mean of 32 sampled-action episodes on unseen seeds) >= the env's reward threshold;"
+            " seconds are training time (sampling + updates), evaluation excluded.", "",
+            "| env | run | solved | env steps to solve | training s to solve | final return "
             "(sampled) | final entropy | peak RSS MB |", "|" + "---|" * 8]
     groups = {}
     for run in runs:
         groups.setdefault((run["config"]["env"], run_label(run)), []).append(run)
     for (env, label), members in sorted(groups.items()):
-        summaries = [m["summary"] for m in members]
+        summaries = [m.get("summary") or {} for m in members]  # {} for a run still going
         solved = [s for s in summaries if s.get("solved_env_steps") is not None]
         finals = [s["final_eval"]["sampled"]["mean"] for s in summaries if s.get("final_eval")]
         entropy = [s["final_eval"]["sampled"]["entropy"] for s in summaries if s.get("final_eval")]
@@ -1143,7 +1152,7 @@ def report_table(runs):
                     f"{spread([s['solved_wall_time'] for s in solved], lambda v: f'{v:.1f}')} | "
                     f"{spread(finals, lambda v: f'{v:.1f}')} | "
                     f"{spread(entropy, lambda v: f'{v:.3f}')} | "
-                    f"{max(s['peak_rss_mb'] for s in summaries):.0f} |")
+                    f"{max(s.get('peak_rss_mb') or 0 for s in summaries):.0f} |")
     return "\n".join(rows) + "\n"
 
 
