@@ -474,6 +474,7 @@ def update_err(agent, optimizer, batch, temperature, cfg, generator) -> float:
     real = batch.mask
     obs, actions = batch.observations[..., :-1, :][real], batch.actions[real]
     old_log_probs, advantages = batch.log_probs[real], advantages[real]
+    soft_returns = soft_returns[real] if soft_returns is not None else None
     # No division by the advantages' std, as PPO usually does: near the Boltzmann policy the ERR
     # advantages shrink to 0, and rescaling them to unit std would keep the policy moving forever.
     losses = []
@@ -484,7 +485,7 @@ def update_err(agent, optimizer, batch, temperature, cfg, generator) -> float:
             log_probs = log_pi.gather(-1, actions[idx, None]).squeeze(-1)
             loss = clipped_policy_loss(log_probs, old_log_probs[idx], advantages[idx], cfg.clip_eps)
             if soft_returns is not None:
-                loss = loss + 0.5 * (agent.values(obs[idx]) - soft_returns[real][idx]).square().mean()
+                loss = loss + 0.5 * (agent.values(obs[idx]) - soft_returns[idx]).square().mean()
             if cfg.entropy_bonus:
                 loss = loss - cfg.entropy_bonus * (-(log_pi.exp() * log_pi).sum(-1)).mean()
             optimizer_step(optimizer, loss, params, cfg.max_grad_norm)
@@ -512,6 +513,10 @@ DEFAULTS = {
     "CartPole-v1/grouped": dict(num_groups=2, group_size=4, clip_eps=0.0),
     "CartPole-v1/err": dict(num_groups=4, lr=2e-3),
     "LunarLander-v3": dict(iterations=300, temp_start=0.1, temp_end=0.1, lr=5e-4),
+    # LunarLander err: many minibatch steps per sample (10 epochs x 32), long horizon (gamma
+    # 0.999, GAE 0.98 as in the RL-Zoo's PPO), a small temperature.
+    "LunarLander-v3/err": dict(iterations=1000, num_groups=8, optim_steps=10, minibatches=32,
+                               gamma=0.999, gae_lambda=0.98, temp_start=0.01, temp_end=0.01),
     # Tree-v0: gamma = 1, so the soft-optimal policy is exactly the Boltzmann law over returns.
     "Tree-v0": dict(obs_norm=False, eval_every=10, iterations=40, lr_decay=True, lr=5e-3,
                     temp_start=1.0, temp_end=1.0, gamma=1.0, clip_eps=0.0, num_groups=1,
@@ -593,14 +598,19 @@ def make_env(cfg, render_mode=None):
 
 
 def validate(cfg):
+    if cfg.algo not in UPDATES or cfg.baseline not in ("value", "group"):
+        raise UserError(f"--algo {cfg.algo} / --baseline {cfg.baseline}: choose --algo from "
+                        f"{', '.join(UPDATES)} and --baseline from value, group")
     for name in ("iterations", "num_groups", "group_size", "optim_steps", "hidden", "eval_every",
                  "eval_episodes", "final_eval_episodes", "minibatches", "threads"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, "
                             f"got {getattr(cfg, name)}")
-    for name in ("lr",):
-        if not cfg.lr > 0 or not math.isfinite(cfg.lr):
-            raise UserError(f"--lr must be a positive number, got {cfg.lr}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise UserError(f"--lr must be a positive number, got {cfg.lr}")
+    for name in ("seed", "max_env_steps"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     for name in ("temp_start", "temp_end", "clip_eps", "max_grad_norm", "entropy_bonus"):
         value = getattr(cfg, name)
         if not (value >= 0 and math.isfinite(value)):
@@ -621,8 +631,6 @@ def validate(cfg):
     if cfg.baseline == "group" and cfg.group_size < 2:
         raise UserError("--baseline group needs --group-size >= 2 (a group of one has "
                         "advantage 0)")
-    if cfg.algo == "grouped" and cfg.clip_eps == 0:
-        cfg.clip_eps = 0.0  # 0 means: no trust region
     if cfg.algo == "err" and cfg.clip_eps == 0:
         raise UserError("--algo err needs --clip-eps > 0 (the PPO ratio clip, e.g. 0.2)")
 
