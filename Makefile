@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 test: $(VENV)/.installed  ## run the test suite (builds .venv first if needed)
-	$(PY) -m pytest -q -n 2 test_policy_annealing.py
+	$(PY) -m pytest -q -n 2 -W "ignore:builtin type:DeprecationWarning" test_policy_annealing.py
 
 cartpole: $(VENV)/.installed  ## train grouped annealing on CartPole-v1 until solved
 	$(PY) policy_annealing.py --env CartPole-v1 --algo grouped --stop-when-solved
