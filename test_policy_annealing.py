@@ -636,3 +636,19 @@ def test_signal_keeps_completed_iterations_and_resume_continues_identically(tmp_
                                     .__dict__), tmp_path / "straight", quiet=True)
     final = json.loads(experiment_path.read_text())
     assert without_wall_time(final["history"]) == without_wall_time(uninterrupted["history"])
+
+
+def test_evaluation_seeds_never_overlap_training_seeds(tmp_path, monkeypatch):
+    used = {"train": set(), "eval": set()}
+    real_sample = pa.sample_episodes
+
+    def recording(envs, agent, seeds, group_size, generator, greedy=False):
+        kind = "train" if generator is not None and group_size > 1 else "eval"
+        used[kind].update(int(s) for s in seeds)
+        return real_sample(envs, agent, seeds, group_size, generator, greedy)
+
+    monkeypatch.setattr(pa, "sample_episodes", recording)
+    pa.train(config(**{**SMOKE, "iterations": 4}), tmp_path, quiet=True)
+    assert len(used["train"]) == 4 * SMOKE["num_groups"] and len(used["eval"]) > 4
+    assert not used["train"] & used["eval"]
+    assert max(used["train"]) < 2**31 <= min(used["eval"])
