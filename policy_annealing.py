@@ -693,8 +693,8 @@ def load_checkpoint(path, agent=None):
         found = {k: v for k, v in checkpoint["shapes"].items() if not k.startswith("value.")}
         if wanted != found:
             raise UserError(f"--load-model {path}: its network (trained on {checkpoint['env']}) "
-                            f"does not fit this env and --hidden; load it with --env "
-                            f"{checkpoint['env']}")
+                            "does not fit this env, --hidden and --no-obs-norm; load it with "
+                            f"--env {checkpoint['env']} and the flags it was trained with")
     return checkpoint
 
 
@@ -753,10 +753,8 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
         action_generator.set_state(state.pop("action_rng"))
         history = json.loads(experiment_path.read_text())["history"][:state["iteration"]]
     elif load_model:
-        checkpoint = load_checkpoint(load_model, agent)
-        missing = agent.load_state_dict(checkpoint["agent"], strict=False)
-        if missing.unexpected_keys and agent.value is not None:
-            raise UserError(f"--load-model {load_model}: value network does not fit")
+        # The policy (and normaliser) must fit; a value network is taken when there is one.
+        agent.load_state_dict(load_checkpoint(load_model, agent)["agent"], strict=False)
     solved = next((r for r in history if threshold is not None and r["eval_return"] is not None
                    and r["eval_return"] >= threshold), None)
     experiment = {"config": {**dataclasses.asdict(cfg), "versions": package_versions(),

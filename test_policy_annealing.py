@@ -652,3 +652,14 @@ def test_evaluation_seeds_never_overlap_training_seeds(tmp_path, monkeypatch):
     assert len(used["train"]) == 4 * SMOKE["num_groups"] and len(used["eval"]) > 4
     assert not used["train"] & used["eval"]
     assert max(used["train"]) < 2**31 <= min(used["eval"])
+
+
+def test_checkpoint_round_trip_reproduces_the_final_greedy_evaluation(tmp_path):
+    """--validate on the saved checkpoint sees the same episodes (same evaluation seeds) and
+    must get exactly the returns the run itself measured with its in-memory policy."""
+    cfg = config(**{**SMOKE, "iterations": 3, "final_eval_episodes": 4, "eval_episodes": 4})
+    summary = pa.train(cfg, tmp_path, quiet=True)["summary"]
+    returns = pa.validate_model(cfg, tmp_path / "checkpoint.pt", None, True)
+    assert len(returns) == 4
+    assert float(returns.mean()) == summary["final_eval"]["greedy"]["mean"]
+    assert float(returns.std()) == summary["final_eval"]["greedy"]["std"]
