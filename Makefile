@@ -7,7 +7,7 @@ LUNAR_SEEDS ?= 0 1 2
 LUNAR_ALGO ?= err
 COMPARE_SEEDS ?= 0 1 2
 
-.PHONY: help test cartpole lunar tree bandit compare bench bench-quick bench-cartpole bench-lunar clean
+.PHONY: help test cartpole lunar tree bandit compare bench bench-quick bench-cartpole bench-lunar bench-report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,13 +49,12 @@ compare: $(VENV)/.installed  ## CartPole: ERR (T>0) vs plain PPO (T=0) vs PPO + 
 	cat bench/compare.md
 
 bench-quick: $(VENV)/.installed  ## CartPole only: seeds 0-4 of every algorithm
-	$(MAKE) bench-cartpole
-	$(PY) policy_annealing.py report runs/bench/*/experiment.json -o bench/results.md
-	$(PY) policy_annealing.py plot runs/bench/*/experiment.json -o bench/curves.png
-	cat bench/results.md
+	$(MAKE) bench-cartpole bench-report
 
 bench: $(VENV)/.installed  ## the benchmark: CartPole seeds 0-4 x 3 algos, LunarLander seeds 0-2
-	$(MAKE) bench-cartpole bench-lunar
+	$(MAKE) bench-cartpole bench-lunar bench-report
+
+bench-report:
 	$(PY) policy_annealing.py report runs/bench/*/experiment.json -o bench/results.md
 	$(PY) policy_annealing.py plot runs/bench/*/experiment.json -o bench/curves.png
 	cat bench/results.md

@@ -55,6 +55,11 @@ def err_rewards(rewards: torch.Tensor, log_probs: torch.Tensor, temperature: flo
     return rewards - temperature * log_probs
 
 
+def policy_entropy(log_pi: torch.Tensor) -> torch.Tensor:
+    """H(pi) = -sum_a pi(a) log pi(a) over the last dim. (..., num_actions) -> (...)."""
+    return -(log_pi.exp() * log_pi).sum(-1)
+
+
 def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     # (..., steps) -> (...). `where` before the sum: padding holding nan/inf neither leaks into the
     # value nor into the gradient (the gradient of an unselected `where` branch is exactly 0).
@@ -138,7 +143,8 @@ def value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma)
 def soft_advantages(rewards, behaviour_log_probs, values, mask, terminated, temperature, gamma,
                     gae_lambda):
     """GAE on the ERR rewards: the advantage and the soft return for PPO (--algo err).
-    rewards, behaviour_log_probs, mask: (..., steps); values: (..., steps + 1) -> 2 x (..., steps)."""
+    rewards, behaviour_log_probs, mask: (..., steps); values: (..., steps + 1)
+    -> advantages, soft returns: (..., steps) each."""
     steps = rewards.shape[-1]
     is_last = torch.arange(steps) == (mask.sum(-1, keepdim=True) - 1)
     next_values = torch.where(is_last & terminated[..., None], 0, values[..., 1:])
@@ -241,7 +247,8 @@ def enumerate_trajectories(env: TreeEnv):
             paths.append((nodes[:-1], actions, rewards))
             continue
         for action, child in enumerate(env.children[node]):
-            stack.append((nodes + [child], actions + [action], rewards + [env.rewards[node][action]]))
+            reward = env.rewards[node][action]
+            stack.append((nodes + [child], actions + [action], rewards + [reward]))
     return paths
 
 
@@ -329,6 +336,10 @@ class Batch:
     def env_steps(self):
         return int(self.mask.sum())
 
+    @property
+    def mean_entropy(self):  # over real steps
+        return float(masked_sum(self.entropies, self.mask).sum() / self.mask.sum())
+
 
 class Interrupted(Exception):
     """Raised between env or optimizer steps once SIGINT/SIGTERM arrived."""
@@ -362,7 +373,7 @@ def sample_episodes(envs, agent, seeds, group_size, generator, greedy=False) -> 
             else:
                 chosen = torch.multinomial(log_pi.exp(), 1, generator=generator).squeeze(-1)
             chosen_log_pi = log_pi.gather(-1, chosen[:, None]).squeeze(-1).tolist()
-            entropy = (-(log_pi.exp() * log_pi).sum(-1)).tolist()
+            entropy = policy_entropy(log_pi).tolist()
             still_running = []
             for j, (i, action) in enumerate(zip(running, chosen.tolist())):
                 obs_next, reward, term, trunc, _ = envs[i].step(action)
@@ -430,9 +441,9 @@ def update_grouped(agent, optimizer, batch, temperature, cfg, generator) -> floa
     """--optim-steps full-batch steps on grouped_loss, or on its trust-region form."""
     params = list(agent.parameters())
     with torch.no_grad():
-        log_prob_sums = masked_sum(taken_log_probs(agent, batch), batch.mask)
-        first_loss = grouped_loss(batch.rewards, taken_log_probs(agent, batch), batch.mask,
-                                  temperature).item()
+        log_probs = taken_log_probs(agent, batch)
+        log_prob_sums = masked_sum(log_probs, batch.mask)
+        first_loss = grouped_loss(batch.rewards, log_probs, batch.mask, temperature).item()
         targets = (trust_region_targets(log_prob_sums, batch.returns, temperature, cfg.clip_eps)
                    if cfg.clip_eps else None)
     for _ in range(cfg.optim_steps):
@@ -463,14 +474,13 @@ def update_err(agent, optimizer, batch, temperature, cfg, generator) -> float:
     T = 0 is plain PPO; --entropy-bonus adds the usual c * H(pi) to the objective."""
     params = list(agent.parameters())
     with torch.no_grad():
-        values = agent.values(batch.observations)
         if cfg.baseline == "group":
             advantages = group_advantages(batch.rewards, batch.log_probs, batch.mask, temperature)
             soft_returns = None
         else:
             advantages, soft_returns = soft_advantages(
-                batch.rewards, batch.log_probs, values, batch.mask, batch.terminated, temperature,
-                cfg.gamma, cfg.gae_lambda)
+                batch.rewards, batch.log_probs, agent.values(batch.observations), batch.mask,
+                batch.terminated, temperature, cfg.gamma, cfg.gae_lambda)
     real = batch.mask
     obs, actions = batch.observations[..., :-1, :][real], batch.actions[real]
     old_log_probs, advantages = batch.log_probs[real], advantages[real]
@@ -487,7 +497,7 @@ def update_err(agent, optimizer, batch, temperature, cfg, generator) -> float:
             if soft_returns is not None:
                 loss = loss + 0.5 * (agent.values(obs[idx]) - soft_returns[idx]).square().mean()
             if cfg.entropy_bonus:
-                loss = loss - cfg.entropy_bonus * (-(log_pi.exp() * log_pi).sum(-1)).mean()
+                loss = loss - cfg.entropy_bonus * policy_entropy(log_pi).mean()
             optimizer_step(optimizer, loss, params, cfg.max_grad_norm)
             losses.append(loss.item())
     return losses[0]
@@ -595,6 +605,11 @@ def make_env(cfg, render_mode=None):
         raise UserError(f"env '{cfg.env}' has a {env.observation_space} observation space; "
                         "a flat Box observation is needed (try CartPole-v1)")
     return env
+
+
+def make_agent(cfg, env, with_value):
+    return Agent(env.observation_space.shape[0], int(env.action_space.n), cfg.hidden, with_value,
+                 cfg.obs_norm, seed=cfg.seed)
 
 
 def validate(cfg):
@@ -706,8 +721,7 @@ def evaluate(agent, envs, cfg, stream, greedy):
     seeds = rng.integers(2**31, 2**32, size=len(envs))
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     batch = sample_episodes(envs, agent, seeds, 1, generator, greedy=greedy)
-    entropy = float(masked_sum(batch.entropies, batch.mask).sum() / batch.mask.sum())
-    return batch.returns.flatten().numpy(), entropy
+    return batch.returns.flatten().numpy(), batch.mean_entropy
 
 
 def final_evaluation(agent, cfg):
@@ -737,8 +751,7 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
     envs = [make_env(cfg) for _ in range(batch_size)]
     threshold = envs[0].spec.reward_threshold if envs[0].spec else None
     enumerable = isinstance(envs[0].unwrapped, TreeEnv)
-    agent = Agent(envs[0].observation_space.shape[0], int(envs[0].action_space.n), cfg.hidden,
-                  with_value=cfg.algo != "grouped", obs_norm=cfg.obs_norm, seed=cfg.seed)
+    agent = make_agent(cfg, envs[0], with_value=cfg.algo != "grouped")
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
     seed_rng = np.random.default_rng(cfg.seed)  # env seeds of training batches
     action_generator = torch.Generator().manual_seed(cfg.seed)  # actions and minibatch order
@@ -755,8 +768,12 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
     elif load_model:
         # The policy (and normaliser) must fit; a value network is taken when there is one.
         agent.load_state_dict(load_checkpoint(load_model, agent)["agent"], strict=False)
-    solved = next((r for r in history if threshold is not None and r["eval_return"] is not None
-                   and r["eval_return"] >= threshold), None)
+
+    def solves(record):
+        return (threshold is not None and record["eval_return"] is not None
+                and record["eval_return"] >= threshold)
+
+    solved = next(filter(solves, history), None)
     experiment = {"config": {**dataclasses.asdict(cfg), "versions": package_versions(),
                              "load_model": str(load_model) if load_model else None},
                   "history": history, "summary": {}}
@@ -790,9 +807,7 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
             record = {"iteration": iteration + 1, "env_steps": env_steps,
                       "wall_time": round(wall_time, 4),
                       "train_return": float(batch.returns.mean()), "eval_return": None,
-                      "temperature": temperature, "loss": loss,
-                      "entropy": float(masked_sum(batch.entropies, batch.mask).sum()
-                                       / batch.mask.sum())}
+                      "temperature": temperature, "loss": loss, "entropy": batch.mean_entropy}
             if (iteration + 1) % cfg.eval_every == 0 or iteration + 1 == cfg.iterations:
                 if len(eval_envs) != cfg.eval_episodes:
                     eval_envs = [make_env(cfg) for _ in range(cfg.eval_episodes)]
@@ -807,8 +822,7 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
             # The iteration counts from here on: state, record and checkpoint move together.
             history.append(record)
             state.update(iteration=iteration + 1, env_steps=env_steps, wall_time=wall_time)
-            if solved is None and threshold is not None and record["eval_return"] is not None \
-                    and record["eval_return"] >= threshold:
+            if solved is None and solves(record):
                 solved = record
             save_checkpoint(checkpoint_path, cfg, agent, optimizer,
                             {**state, "seed_rng": seed_rng.bit_generator.state,
@@ -848,9 +862,7 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
 
 def validate_model(cfg, load_model, render, quiet):
     """--validate: greedy evaluation of a saved policy, nothing trained or written."""
-    env = make_env(cfg)
-    agent = Agent(env.observation_space.shape[0], int(env.action_space.n), cfg.hidden,
-                  with_value=False, obs_norm=cfg.obs_norm)
+    agent = make_agent(cfg, make_env(cfg), with_value=False)
     checkpoint = load_checkpoint(load_model, agent)
     agent.load_state_dict(checkpoint["agent"], strict=False)
     if render:
@@ -926,7 +938,8 @@ def build_parser():
         help="feed raw observations (on by default except for Tree-v0)")
     add("--eval-every", type=int, help="evaluate every N iterations")
     add("--eval-episodes", type=int, help="episodes per evaluation")
-    add("--stop-when-solved", action="store_true", default=None, help="stop at the first solving evaluation")
+    add("--stop-when-solved", action="store_true", default=None,
+        help="stop at the first solving evaluation")
     add("--max-env-steps", type=int, help="also stop once this many env steps are used "
                                               "(0 = no limit)")
     add("--threads", type=int, help="torch threads; 1 is fastest for these nets")
@@ -1140,7 +1153,8 @@ def report_table(runs):
     rows = [f"Machine: {os.cpu_count()} CPU cores, torch threads per run "
             f"{runs[0]['config'].get('threads')}; "
             + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". Solved = first evaluation "
-            "(mean of 32 sampled-action episodes on unseen seeds) >= the env's reward threshold;"
+            f"(mean of {runs[0]['config']['eval_episodes']} sampled-action episodes on unseen "
+            "seeds) >= the env's reward threshold;"
             " seconds are training time (sampling + updates), evaluation excluded.", "",
             "| env | run | solved | env steps to solve | training s to solve | final return "
             "(sampled) | final entropy | peak RSS MB |", "|" + "---|" * 8]

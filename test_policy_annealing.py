@@ -3,6 +3,7 @@
 Exactness is asserted in float64.  Environment-level tests (sampler, training runs, CLI) follow
 the math tests, in the order of the module's sections."""
 
+import dataclasses
 import json
 import math
 import os
@@ -439,7 +440,7 @@ def test_plain_pg_does_not_reach_the_boltzmann_law(tmp_path, tree):
     agent_run = pa.train(cfg, tmp_path, quiet=True)
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     env = gym.make("Tree-v0", **tree)
-    agent = pa.Agent(env.observation_space.shape[0], env.action_space.n, cfg.hidden, True, False)
+    agent = pa.make_agent(cfg, env, with_value=True)
     agent.load_state_dict(checkpoint["agent"])
     assert agent_run["summary"]["exact_kl"] is None  # undefined at T = 0
     assert pa.exact_trajectory_kl(agent, env, 1.0) > 0.1
@@ -632,8 +633,10 @@ def test_signal_keeps_completed_iterations_and_resume_continues_identically(tmp_
                               str(run_dir), "--quiet"], capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    uninterrupted = pa.train(config(**pa.config_from_args(pa.build_parser().parse_args(args))
-                                    .__dict__), tmp_path / "straight", quiet=True)
+    cfg = pa.config_from_args(pa.build_parser().parse_args(args))
+    # a shorter final evaluation than the subprocess's: it is not part of the history
+    uninterrupted = pa.train(dataclasses.replace(cfg, final_eval_episodes=2),
+                             tmp_path / "straight", quiet=True)
     final = json.loads(experiment_path.read_text())
     assert without_wall_time(final["history"]) == without_wall_time(uninterrupted["history"])
 

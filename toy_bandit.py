@@ -25,7 +25,7 @@ import sys
 import numpy as np
 import torch
 
-from policy_annealing import boltzmann_log_probs, err_rewards, grouped_loss
+from policy_annealing import boltzmann_log_probs, err_rewards, grouped_loss, policy_entropy
 
 REWARDS = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)  # A, B low; C high
 ARMS = "ABC"
@@ -45,7 +45,7 @@ def method_loss(method, logits, actions, temperature):
     advantages = rewards - rewards.mean()
     loss = -(advantages * log_probs).mean()
     if method == "entropy_bonus":
-        loss = loss - temperature * -(log_pi.exp() * log_pi).sum()
+        loss = loss - temperature * policy_entropy(log_pi)
     return loss
 
 
@@ -68,9 +68,10 @@ def run(seed=0, steps=2000, batch_size=16, lr=0.1, temperature=0.5):
             history.append(torch.softmax(logits.detach(), -1).tolist())
         final = torch.tensor(history[-1], dtype=torch.float64)
         late = np.array(history[-(steps // 4):])
+        kl = float((final * (final.log() - target.log())).sum())
         result["methods"][method] = {
             "final_probs": final.tolist(),
-            "kl_to_target": max(0.0, float((final * (final.log() - target.log())).sum())),  # >= 0 up to round-off
+            "kl_to_target": max(0.0, kl),  # >= 0 up to round-off
             "late_std": float(late.std(0).max()),
             "history": history,
         }
