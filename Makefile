@@ -7,7 +7,7 @@ LUNAR_SEEDS ?= 0 1 2
 LUNAR_ALGO ?= err
 COMPARE_SEEDS ?= 0 1 2
 
-.PHONY: help test cartpole lunar tree bandit compare bench bench-quick bench-cartpole bench-lunar bench-report clean
+.PHONY: help test cartpole lunar tree bandit compare bench bench-quick bench-cartpole bench-lunar bench-report profile clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,11 +26,16 @@ cartpole: $(VENV)/.installed  ## train grouped annealing on CartPole-v1 until so
 lunar: $(VENV)/.installed  ## train the best algorithm on LunarLander-v3 until solved
 	$(PY) policy_annealing.py --env LunarLander-v3 --algo $(LUNAR_ALGO) --stop-when-solved
 
-tree: $(VENV)/.installed  ## every algorithm on Tree-v0: final exact KL to the Boltzmann law
-	for algo in grouped value err; do for t in 0 1; do \
-	  $(PY) policy_annealing.py --env Tree-v0 --algo $$algo --env-kwargs "{\"tree_seed\": $$t}" \
-	    --quiet --overwrite --out runs/tree/$$algo-t$$t || exit 1; done; done
-	$(PY) -c 'import json,glob; [print(p, "exact KL", json.load(open(p))["summary"]["exact_kl"]) for p in sorted(glob.glob("runs/tree/*/experiment.json"))]'
+# pg = --algo err at T = 0; every policy's exact KL is taken at the T of its column.
+tree: $(VENV)/.installed  ## all algorithms (and pg) on two trees at T = 0.5, 2: exact KL to the law
+	for algo in grouped value err pg; do for t in 0 1; do for T in 0.5 2; do \
+	  run=runs/tree/$$algo-t$$t-T$$T; a=$$algo; train_T=$$T; \
+	  if [ $$algo = pg ]; then a=err; train_T=0; fi; \
+	  $(PY) policy_annealing.py --env Tree-v0 --algo $$a --env-kwargs "{\"tree_seed\": $$t}" \
+	    --temp-start $$train_T --temp-end $$train_T --overwrite --out $$run 2>/dev/null || exit 1; \
+	  $(PY) policy_annealing.py --validate --env Tree-v0 --env-kwargs "{\"tree_seed\": $$t}" \
+	    --temp-start $$T --temp-end $$T --eval-episodes 1 --load-model $$run/checkpoint.pt | tail -1 || exit 1; \
+	done; done; done
 
 bandit: $(VENV)/.installed  ## the 3-armed bandit: PG vs entropy bonus vs annealing
 	mkdir -p bench
@@ -70,6 +75,10 @@ bench-lunar:
 	for s in $(LUNAR_SEEDS); do \
 	  $(PY) policy_annealing.py --env LunarLander-v3 --algo $(LUNAR_ALGO) --seed $$s \
 	    --stop-when-solved --quiet --overwrite --out runs/bench/LunarLander-v3-$(LUNAR_ALGO)-s$$s || exit 1; done
+
+profile: $(VENV)/.installed  ## where the time goes: one CartPole and one LunarLander run
+	$(PY) bench/profile_run.py CartPole-v1 grouped 4
+	$(PY) bench/profile_run.py LunarLander-v3 err 2
 
 clean:  ## remove runs and caches (keeps .venv and bench/)
 	rm -rf runs __pycache__ .pytest_cache .hypothesis

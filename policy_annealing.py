@@ -880,6 +880,10 @@ def validate_model(cfg, load_model, render, quiet):
         returns, _ = evaluate(agent, envs, cfg, 0, greedy=True)
     print(f"{cfg.env}: greedy return {returns.mean():.1f} ± {returns.std():.1f} over "
           f"{len(returns)} episodes ({load_model})")
+    env = make_env(cfg).unwrapped
+    if isinstance(env, TreeEnv) and cfg.temp_start > 0:  # enumerable: check the law exactly
+        print(f"{cfg.env}: exact KL(p_policy || p_Boltzmann at T={cfg.temp_start:g}) = "
+              f"{exact_trajectory_kl(agent, env, cfg.temp_start):.2e}")
     return returns
 
 
@@ -942,7 +946,8 @@ def build_parser():
         help="stop at the first solving evaluation")
     add("--max-env-steps", type=int, help="also stop once this many env steps are used "
                                               "(0 = no limit)")
-    add("--threads", type=int, help="torch threads; 1 is fastest for these nets")
+    add("--threads", type=int, help="torch threads (default 1; they change the floating-point "
+                                      "results, so a seed reproduces a run only with the same count)")
     add("--env-kwargs", type=json.loads, help="JSON passed to gym.make, e.g. "
                                                           "'{\"tree_seed\": 1}'")
     add("--label", help="name of this run in plots and reports")
