@@ -434,7 +434,7 @@ def test_training_reaches_the_exact_boltzmann_law_on_trees(tmp_path, algo, tempe
 
 
 @pytest.mark.parametrize("tree", TREES)
-def test_plain_pg_does_not_reach_the_boltzmann_law(tmp_path, tree):
+def test_plain_pg_does_not_reach_the_boltzmann_law(tmp_path, capsys, tree):
     cfg = config("Tree-v0", "err", temp_start=0.0, temp_end=0.0, env_kwargs=tree,
                  eval_every=1000)
     agent_run = pa.train(cfg, tmp_path, quiet=True)
@@ -443,7 +443,12 @@ def test_plain_pg_does_not_reach_the_boltzmann_law(tmp_path, tree):
     agent = pa.make_agent(cfg, env, with_value=True)
     agent.load_state_dict(checkpoint["agent"])
     assert agent_run["summary"]["exact_kl"] is None  # undefined at T = 0
-    assert pa.exact_trajectory_kl(agent, env, 1.0) > 0.1
+    kl = pa.exact_trajectory_kl(agent, env, 1.0)
+    assert kl > 0.1
+    # --validate reports the same exact KL for an enumerable env (what `make tree` prints)
+    pa.validate_model(dataclasses.replace(cfg, temp_start=1.0, temp_end=1.0, eval_episodes=1),
+                      tmp_path / "checkpoint.pt", None, True)
+    assert f"p_Boltzmann at T=1) = {kl:.2e}" in capsys.readouterr().out
 
 
 def test_exact_kl_is_zero_for_the_soft_optimal_policy():
