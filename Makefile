@@ -2,12 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-SEEDS ?= 0 1 2 3 4
-LUNAR_SEEDS ?= 0 1 2
 LUNAR_ALGO ?= err
 COMPARE_SEEDS ?= 0 1 2
 
-.PHONY: help test cartpole lunar tree bandit compare bench bench-quick bench-cartpole bench-lunar bench-report profile clean
+.PHONY: help test cartpole lunar tree bandit compare bench bench-cartpole bench-lunar bench-stability \
+	bench-report bench-peer bench-peer-cartpole bench-peer-lunar profile clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,33 +47,53 @@ compare: $(VENV)/.installed  ## CartPole: ERR (T>0) vs plain PPO (T=0) vs PPO + 
 	  $(PY) policy_annealing.py --algo err --seed $$s --temp-start 0 --temp-end 0 --label "ppo T=0" --quiet --overwrite --out runs/compare/ppo-s$$s || exit 1; \
 	  $(PY) policy_annealing.py --algo err --seed $$s --temp-start 0 --temp-end 0 --entropy-bonus 0.01 --label "ppo + entropy bonus 0.01" --quiet --overwrite --out runs/compare/bonus-s$$s || exit 1; \
 	done
-	$(PY) policy_annealing.py report runs/compare/*/experiment.json -o bench/compare.md
-	$(PY) policy_annealing.py plot runs/compare/*/experiment.json -o bench/compare.png
-	$(PY) policy_annealing.py plot runs/compare/*/experiment.json --metric entropy -o bench/compare_entropy.png
+	$(PY) report.py report runs/compare/*/experiment.json -o bench/compare.md
+	$(PY) report.py plot runs/compare/*/experiment.json -o bench/compare.png
+	$(PY) report.py plot runs/compare/*/experiment.json --metric entropy -o bench/compare_entropy.png
 	cat bench/compare.md
 
-bench-quick: $(VENV)/.installed  ## CartPole only: seeds 0-4 of every algorithm
-	$(MAKE) bench-cartpole bench-report
+# Report seeds: no sweep ever used them (sweeps used seeds 0-29). Budgets are per run.
+REPORT_SEEDS ?= 1000 1001 1002 1003 1004 1005 1006 1007 1008 1009
+LUNAR_SEEDS ?= 1000 1001 1002 1003 1004
+STABILITY_SEEDS ?= 1010 1011 1012 1013 1014
+CARTPOLE_BUDGET ?= 100000
+LUNAR_BUDGET ?= 500000
+JOBS ?= 2
+RUN = $(PY) policy_annealing.py --stop-when-solved --quiet --overwrite
+PEER = $(PEER_PY) bench/peer_sb3.py
 
-bench: $(VENV)/.installed  ## the benchmark: CartPole seeds 0-4 x 3 algos, LunarLander seeds 0-2
+bench: $(VENV)/.installed .venv-peer/.installed  ## the benchmark: bench-cartpole, then bench-lunar
 	$(MAKE) bench-cartpole bench-lunar bench-report
 
+# Every algorithm and the SB3 peer in one queue, $(JOBS) runs at a time, so all run under the same
+# load. Env steps are exactly reproducible; seconds move with the load (about +-30 %).
+bench-cartpole: $(VENV)/.installed .venv-peer/.installed  ## CartPole-v1: 3 algos + SB3 PPO x 10 report seeds 
+	mkdir -p bench runs/bench
+	for s in $(REPORT_SEEDS); do for algo in grouped value err; do \
+	  echo "$(RUN) --env CartPole-v1 --algo $$algo --seed $$s --max-env-steps $(CARTPOLE_BUDGET) --out runs/bench/CartPole-v1-$$algo-s$$s"; done; \
+	  echo "$(PEER) --env CartPole-v1 --seed $$s --max-env-steps $(CARTPOLE_BUDGET) --out runs/bench/CartPole-v1-sb3-ppo-s$$s"; \
+	done | xargs -P $(JOBS) -I CMD sh -c CMD
+
+# The peer keeps the RL-Zoo's own budget (1M): its tuned schedule assumes it.
+bench-lunar: $(VENV)/.installed .venv-peer/.installed  ## LunarLander-v3: 3 algos + SB3 PPO x 5 report seeds
+	mkdir -p bench runs/bench
+	for s in $(LUNAR_SEEDS); do for algo in err grouped value; do \
+	  echo "$(RUN) --env LunarLander-v3 --algo $$algo --seed $$s --max-env-steps $(LUNAR_BUDGET) --out runs/bench/LunarLander-v3-$$algo-s$$s"; done; \
+	  echo "$(PEER) --env LunarLander-v3 --seed $$s --max-env-steps 1000000 --out runs/bench/LunarLander-v3-sb3-ppo-s$$s"; \
+	done | xargs -P $(JOBS) -I CMD sh -c CMD
+
+# Does the main job stay solved? Full 100-iteration CartPole runs, no early stop.
+bench-stability: $(VENV)/.installed  ## CartPole-v1: 3 algos x 5 seeds, 100 iterations, no early stop
+	for s in $(STABILITY_SEEDS); do for algo in grouped value err; do \
+	  echo "$(PY) policy_annealing.py --quiet --overwrite --env CartPole-v1 --algo $$algo --seed $$s --out runs/stability/CartPole-v1-$$algo-s$$s"; \
+	done; done | xargs -P $(JOBS) -I CMD sh -c CMD
+	$(PY) report.py report runs/stability/*/experiment.json -o bench/stability.md
+	cat bench/stability.md
+
 bench-report:
-	$(PY) policy_annealing.py report runs/bench/*/experiment.json -o bench/results.md
-	$(PY) policy_annealing.py plot runs/bench/*/experiment.json -o bench/curves.png
+	$(PY) report.py report runs/bench/*/experiment.json -o bench/results.md
+	$(PY) report.py plot runs/bench/*/experiment.json -o bench/curves.png
 	cat bench/results.md
-
-# One run at a time, so the seconds are those of a run alone on the machine.
-bench-cartpole:
-	mkdir -p bench
-	for algo in grouped value err; do for s in $(SEEDS); do \
-	  $(PY) policy_annealing.py --env CartPole-v1 --algo $$algo --seed $$s --stop-when-solved \
-	    --quiet --overwrite --out runs/bench/CartPole-v1-$$algo-s$$s || exit 1; done; done
-
-bench-lunar:
-	for s in $(LUNAR_SEEDS); do \
-	  $(PY) policy_annealing.py --env LunarLander-v3 --algo $(LUNAR_ALGO) --seed $$s \
-	    --stop-when-solved --quiet --overwrite --out runs/bench/LunarLander-v3-$(LUNAR_ALGO)-s$$s || exit 1; done
 
 profile: $(VENV)/.installed  ## where the time goes: one CartPole and one LunarLander run
 	$(PY) bench/profile_run.py CartPole-v1 grouped 4
@@ -82,3 +101,29 @@ profile: $(VENV)/.installed  ## where the time goes: one CartPole and one LunarL
 
 clean:  ## remove runs and caches (keeps .venv and bench/)
 	rm -rf runs __pycache__ .pytest_cache .hypothesis
+
+# Peer baseline: SB3 PPO with the RL-Zoo's tuned hyperparameters (bench/peer_sb3.py), in its own
+# venv, on seeds of its own, written to runs/bench/ so that bench-report tabulates it beside ours.
+PEER_PY := .venv-peer/bin/python
+PEER_SEEDS ?= 1000 1001 1002 1003 1004 1005 1006 1007 1008 1009
+LUNAR_PEER_SEEDS ?= 1000 1001 1002 1003 1004
+LUNAR_BUDGET ?= 1000000
+
+.venv-peer/.installed: requirements-peer.txt
+	$(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/pip install --quiet -r requirements-peer.txt
+	touch $@
+
+bench-peer: .venv-peer/.installed  ## SB3 PPO (RL-Zoo hyperparameters) on the report seeds, same confirmed-solve criterion
+	$(MAKE) bench-peer-cartpole bench-peer-lunar
+
+# One run at a time, so the seconds are those of a run alone on the machine.
+bench-peer-cartpole: .venv-peer/.installed
+	for s in $(PEER_SEEDS); do \
+	  $(PEER_PY) bench/peer_sb3.py --env CartPole-v1 --seed $$s --max-env-steps 100000 \
+	    --out runs/bench/CartPole-v1-sb3-ppo-s$$s || exit 1; done
+
+bench-peer-lunar: .venv-peer/.installed
+	for s in $(LUNAR_PEER_SEEDS); do \
+	  $(PEER_PY) bench/peer_sb3.py --env LunarLander-v3 --seed $$s --max-env-steps $(LUNAR_BUDGET) \
+	    --out runs/bench/LunarLander-v3-sb3-ppo-s$$s || exit 1; done

@@ -104,14 +104,27 @@ def grouped_loss(rewards, log_probs, mask, temperature) -> torch.Tensor:
 
 
 def trust_region_targets(log_prob_sums, reward_sums, temperature, clip_eps) -> torch.Tensor:
-    """Targets for sum_t log p of each trajectory: R/T up to the group constant, moved at most
-    clip_eps away from the current log-probs (both centred within their group).  (G, K) -> (G, K).
+    """Targets for sum_t log p of each trajectory: the current log-probs moved toward R/T, the
+    group's step shrunk so no member's centred log-prob moves more than clip_eps.  (G, K) -> (G, K).
 
-    Unclipped, (log_prob_sums - targets)^2 has the gradient of grouped_loss; clipped, one batch
-    can change a trajectory's log-probability by at most clip_eps (the original's trust region)."""
-    current = log_prob_sums - log_prob_sums.mean(dim=1, keepdim=True)
+    Only differences within a group carry meaning (the group constant is log Z), so the step
+    (wanted - centred) is centred and so is trust_region_loss.  The whole step is scaled, not each
+    member clamped: clamping (150, -50, -50, -50) at 2 gives (2, -2, -2, -2), whose centred fit
+    moves the first member by 3 > clip_eps."""
+    centred = log_prob_sums - log_prob_sums.mean(dim=1, keepdim=True)
     wanted = reward_sums / temperature - (reward_sums / temperature).mean(dim=1, keepdim=True)
-    return (log_prob_sums + (wanted - current).clamp(-clip_eps, clip_eps)).detach()
+    step = wanted - centred  # (G, K), sums to 0 over each group
+    shrink = (clip_eps / step.abs().amax(dim=1, keepdim=True)).clamp(max=1)
+    return (log_prob_sums + step * shrink).detach()
+
+
+def trust_region_loss(log_prob_sums, targets) -> torch.Tensor:
+    """Mean squared within-group deviation of (sum_t log p - target).  (G, K) -> scalar.
+
+    Unclipped, it is grouped_loss exactly at every point, not only at the first step: then
+    sum log p - target = sum log p - R/T + (group constants), and centring removes the constants."""
+    residual = log_prob_sums - targets
+    return (residual - residual.mean(dim=1, keepdim=True)).square().mean()
 
 
 def end_values(values, mask, terminated) -> torch.Tensor:
@@ -451,7 +464,7 @@ def update_grouped(agent, optimizer, batch, temperature, cfg, generator) -> floa
         if targets is None:
             loss = grouped_loss(batch.rewards, log_probs, batch.mask, temperature)
         else:
-            loss = (masked_sum(log_probs, batch.mask) - targets).square().mean()
+            loss = trust_region_loss(masked_sum(log_probs, batch.mask), targets)
         optimizer_step(optimizer, loss, params, cfg.max_grad_norm)
     return first_loss
 
@@ -561,6 +574,7 @@ class Config:
     obs_norm: bool = True
     eval_every: int = 1
     eval_episodes: int = 32
+    confirm_episodes: int = 100
     final_eval_episodes: int = 100
     stop_when_solved: bool = False
     max_env_steps: int = 0
@@ -617,7 +631,8 @@ def validate(cfg):
         raise UserError(f"--algo {cfg.algo} / --baseline {cfg.baseline}: choose --algo from "
                         f"{', '.join(UPDATES)} and --baseline from value, group")
     for name in ("iterations", "num_groups", "group_size", "optim_steps", "hidden", "eval_every",
-                 "eval_episodes", "final_eval_episodes", "minibatches", "threads"):
+                 "eval_episodes", "confirm_episodes", "final_eval_episodes", "minibatches",
+                 "threads"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, "
                             f"got {getattr(cfg, name)}")
@@ -713,11 +728,12 @@ def load_checkpoint(path, agent=None):
     return checkpoint
 
 
-def evaluate(agent, envs, cfg, stream, greedy):
+def evaluate(agent, envs, cfg, stream, greedy, purpose=1):
     """Returns and mean entropy of len(envs) episodes on seeds never used in training: training
     seeds are drawn below 2^31, evaluation seeds at or above it.  Deterministic given
-    (seed, stream), and independent of the training generators, so it never perturbs them."""
-    rng = np.random.default_rng([cfg.seed, stream, 1])
+    (seed, stream, purpose: 1 evaluation, 2 confirmation), and independent of the training
+    generators, so it never perturbs them."""
+    rng = np.random.default_rng([cfg.seed, stream, purpose])
     seeds = rng.integers(2**31, 2**32, size=len(envs))
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     batch = sample_episodes(envs, agent, seeds, 1, generator, greedy=greedy)
@@ -769,15 +785,14 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
         # The policy (and normaliser) must fit; a value network is taken when there is one.
         agent.load_state_dict(load_checkpoint(load_model, agent)["agent"], strict=False)
 
-    def solves(record):
-        return (threshold is not None and record["eval_return"] is not None
-                and record["eval_return"] >= threshold)
+    def solves(record):  # solved = confirmed: a lucky 32-episode evaluation does not count
+        return record.get("confirm_return") is not None and record["confirm_return"] >= threshold
 
     solved = next(filter(solves, history), None)
     experiment = {"config": {**dataclasses.asdict(cfg), "versions": package_versions(),
                              "load_model": str(load_model) if load_model else None},
                   "history": history, "summary": {}}
-    eval_envs, render_env = [], None
+    eval_envs, confirm_envs, render_env = [], [], None
     if render:
         render_env = make_env(cfg, "human" if render == "human" else "rgb_array")
         if render == "video":
@@ -804,15 +819,24 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
                 agent.normalizer.update(batch.observations[..., :-1, :][batch.mask])
             wall_time = state["wall_time"] + time.perf_counter() - start
             env_steps = state["env_steps"] + batch.env_steps
+            # train_return, loss and entropy describe the batch sampled *before* this update;
+            # eval_return and confirm_return the policy *after* it.
             record = {"iteration": iteration + 1, "env_steps": env_steps,
                       "wall_time": round(wall_time, 4),
                       "train_return": float(batch.returns.mean()), "eval_return": None,
-                      "temperature": temperature, "loss": loss, "entropy": batch.mean_entropy}
+                      "confirm_return": None, "temperature": temperature, "loss": loss,
+                      "entropy": batch.mean_entropy}
             if (iteration + 1) % cfg.eval_every == 0 or iteration + 1 == cfg.iterations:
                 if len(eval_envs) != cfg.eval_episodes:
                     eval_envs = [make_env(cfg) for _ in range(cfg.eval_episodes)]
                 record["eval_return"] = float(evaluate(agent, eval_envs, cfg, iteration + 1,
                                                        greedy=False)[0].mean())
+                if solved is None and threshold is not None and record["eval_return"] >= threshold:
+                    # A crossing counts only if as many fresh episodes again also reach it.
+                    if len(confirm_envs) != cfg.confirm_episodes:
+                        confirm_envs = [make_env(cfg) for _ in range(cfg.confirm_episodes)]
+                    returns, _ = evaluate(agent, confirm_envs, cfg, iteration + 1, False, purpose=2)
+                    record["confirm_return"] = float(returns.mean())
                 if render_env is not None:
                     sample_episodes([render_env], agent, [iteration], 1, None, greedy=True)
             if enumerable:
@@ -844,6 +868,9 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
                "solved_iteration": solved["iteration"] if solved else None,
                "solved_env_steps": solved["env_steps"] if solved else None,
                "solved_wall_time": solved["wall_time"] if solved else None,
+               "crossings": [{key: record[key] for key in ("iteration", "env_steps",
+                                                           "eval_return", "confirm_return")}
+                             for record in history if record.get("confirm_return") is not None],
                "reward_threshold": threshold, "error": error}
     if error is None:
         try:
@@ -910,9 +937,7 @@ def defaults_help():
 def build_parser():
     parser = Parser(prog="policy_annealing.py", description=__doc__.split("\n")[0],
                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=defaults_help()
-                    + "\n\nplot:  python policy_annealing.py plot runs/*/experiment.json "
-                      "-o curves.png\nreport: python policy_annealing.py report "
-                      "runs/*/experiment.json -o results.md")
+                    + "\n\ntables and curves: python report.py report|plot runs/*/experiment.json")
     add = parser.add_argument
     add("--env", default="CartPole-v1", help="gymnasium id: Box observations, Discrete actions")
     add("--algo", default="grouped", choices=list(UPDATES))
@@ -942,6 +967,8 @@ def build_parser():
         help="feed raw observations (on by default except for Tree-v0)")
     add("--eval-every", type=int, help="evaluate every N iterations")
     add("--eval-episodes", type=int, help="episodes per evaluation")
+    add("--confirm-episodes", type=int, help="fresh episodes that must also reach the threshold "
+                                             "for an evaluation's crossing to count as solved")
     add("--stop-when-solved", action="store_true", default=None,
         help="stop at the first solving evaluation")
     add("--max-env-steps", type=int, help="also stop once this many env steps are used "
@@ -1008,10 +1035,9 @@ def prepare_run_dir(args, cfg) -> Path:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv[:1] == ["plot"]:
-            return plot_main(argv[1:])
-        if argv[:1] == ["report"]:
-            return report_main(argv[1:])
+        if argv[:1] in (["plot"], ["report"]):  # tables and curves live beside the method
+            import report
+            return report.main(argv)
         args = build_parser().parse_args(argv)
         if args.resume:
             saved = json.loads((Path(args.resume) / "experiment.json").read_text())["config"] \
@@ -1062,123 +1088,6 @@ def main(argv=None) -> int:
               f"{summary['env_steps']} env steps, {summary['wall_time']:.1f} s training -> "
               f"{run_dir}")
     return 0
-
-
-# ---- plots and reports ------------------------------------------------------------------------
-
-
-def load_runs(paths):
-    runs = []
-    for path in paths:
-        try:
-            runs.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as error:
-            raise UserError(f"{path}: not a readable experiment.json ({error})") from None
-    if not runs:
-        raise UserError("no experiment.json given")
-    return runs
-
-
-def run_label(run):
-    cfg = run["config"]
-    return cfg.get("label") or cfg["algo"]
-
-
-def plot_main(argv):
-    parser = Parser(prog="policy_annealing.py plot")
-    parser.add_argument("files", nargs="+")
-    parser.add_argument("-o", "--output", default="curves.png")
-    parser.add_argument("--metric", default="eval_return", choices=["eval_return", "train_return",
-                                                                    "entropy", "exact_kl"])
-    args = parser.parse_args(argv)
-    plot_curves(load_runs(args.files), args.output, args.metric)
-    print(f"wrote {args.output}")
-    return 0
-
-
-def plot_curves(runs, output, metric="eval_return"):
-    """Learning curves against env steps: mean ± std across seeds of each (env, label)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    envs = sorted({run["config"]["env"] for run in runs})
-    fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
-    for ax, env in zip(axes[0], envs):
-        groups = {}
-        for run in runs:
-            if run["config"]["env"] == env:
-                groups.setdefault(run_label(run), []).append(run)
-        for label, members in sorted(groups.items()):
-            curves = []
-            for run in members:
-                points = [(r["env_steps"], r[metric]) for r in run["history"]
-                          if r.get(metric) is not None]
-                if points:
-                    curves.append(np.array(points, dtype=float))
-            if not curves:
-                continue
-            grid = np.linspace(0, max(c[-1, 0] for c in curves), 200)
-            # A run that stopped early (solved) holds its last value to the right.
-            values = np.array([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
-            mean, std = values.mean(0), values.std(0)
-            line, = ax.plot(grid, mean, label=f"{label} (n={len(curves)})")
-            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        threshold = next((r["summary"].get("reward_threshold") for r in runs
-                          if r["config"]["env"] == env), None)
-        if threshold is not None and metric.endswith("return"):
-            ax.axhline(threshold, color="gray", linestyle="--", linewidth=1)
-        ax.set(title=env, xlabel="env steps", ylabel=metric.replace("_", " "))
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
-
-
-def report_main(argv):
-    parser = Parser(prog="policy_annealing.py report")
-    parser.add_argument("files", nargs="+")
-    parser.add_argument("-o", "--output", default="-")
-    args = parser.parse_args(argv)
-    text = report_table(load_runs(args.files))
-    if args.output == "-":
-        print(text)
-    else:
-        Path(args.output).write_text(text)
-    return 0
-
-
-def report_table(runs):
-    """Markdown: per (env, label), solves and median [min-max] env steps and seconds to solve."""
-    def spread(values, fmt):
-        if not values:
-            return "-"
-        return f"{fmt(np.median(values))} [{fmt(min(values))}–{fmt(max(values))}]"
-
-    versions = runs[0]["config"].get("versions", {})
-    rows = [f"Machine: {os.cpu_count()} CPU cores, torch threads per run "
-            f"{runs[0]['config'].get('threads')}; "
-            + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". Solved = first evaluation "
-            f"(mean of {runs[0]['config']['eval_episodes']} sampled-action episodes on unseen "
-            "seeds) >= the env's reward threshold;"
-            " seconds are training time (sampling + updates), evaluation excluded.", "",
-            "| env | run | solved | env steps to solve | training s to solve | final return "
-            "(sampled) | final entropy | peak RSS MB |", "|" + "---|" * 8]
-    groups = {}
-    for run in runs:
-        groups.setdefault((run["config"]["env"], run_label(run)), []).append(run)
-    for (env, label), members in sorted(groups.items()):
-        summaries = [m.get("summary") or {} for m in members]  # {} for a run still going
-        solved = [s for s in summaries if s.get("solved_env_steps") is not None]
-        finals = [s["final_eval"]["sampled"]["mean"] for s in summaries if s.get("final_eval")]
-        entropy = [s["final_eval"]["sampled"]["entropy"] for s in summaries if s.get("final_eval")]
-        seeds = ",".join(str(m["config"]["seed"]) for m in members)
-        rows.append(f"| {env} | {label} (seeds {seeds}) | {len(solved)}/{len(members)} | "
-                    f"{spread([s['solved_env_steps'] for s in solved], lambda v: f'{v:,.0f}')} | "
-                    f"{spread([s['solved_wall_time'] for s in solved], lambda v: f'{v:.1f}')} | "
-                    f"{spread(finals, lambda v: f'{v:.1f}')} | "
-                    f"{spread(entropy, lambda v: f'{v:.3f}')} | "
-                    f"{max(s.get('peak_rss_mb') or 0 for s in summaries):.0f} |")
-    return "\n".join(rows) + "\n"
 
 
 if __name__ == "__main__":

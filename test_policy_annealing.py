@@ -26,7 +26,7 @@ F64 = torch.float64  # exactness is asserted in float64; networks stay float32
 HERE = Path(__file__).parent
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
-temperatures = st.floats(1e-2, 1e2).map(float)
+temperatures = st.floats(1e-3, 1e2).map(float)  # LunarLander runs at T = 0.01
 
 
 # ---- random grouped batches --------------------------------------------------------------------
@@ -133,6 +133,90 @@ def test_grouped_loss_finite_at_extreme_temperatures_and_rewards():
             loss = pa.grouped_loss(rewards, log_probs, mask, temperature)
             loss.backward()
             assert torch.isfinite(loss) and loss > 0 and torch.isfinite(log_probs.grad).all()
+
+
+# ---- trust region (grouped) ---------------------------------------------------------------------
+
+
+@st.composite
+def trust_region_cases(draw):
+    """log-prob sums S0 at sampling, reward sums R, T, clip_eps, and a later point S. (G, K) each."""
+    groups, size = draw(st.integers(1, 4)), draw(st.integers(2, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    temperature, clip_eps = draw(temperatures), draw(st.floats(0.1, 10))
+    first = torch.as_tensor(rng.normal(-20, 10, (groups, size)))
+    returns = torch.as_tensor(rng.uniform(-50, 50, (groups, size)))
+    later = first + torch.as_tensor(rng.normal(0, 3, (groups, size)))
+    return first, returns, temperature, clip_eps, later, rng
+
+
+def as_single_steps(returns, log_prob_sums):
+    """(G, K) sums as one-step episodes, the layout grouped_loss takes."""
+    return returns[..., None], log_prob_sums[..., None], torch.ones(*returns.shape, 1, dtype=bool)
+
+
+@SETTINGS
+@given(trust_region_cases())
+def test_unclipped_trust_region_is_grouped_loss_everywhere(case):
+    """Value and gradient equal grouped_loss at any later point, not only where the targets were
+    made (an uncentred fit agrees only there)."""
+    first, returns, temperature, _, later, _ = case
+    targets = pa.trust_region_targets(first, returns, temperature, math.inf)
+    later = later.clone().requires_grad_()
+    fitted = pa.trust_region_loss(later, targets)
+    (grad_fitted,) = torch.autograd.grad(fitted, later)
+    rewards, log_probs, mask = as_single_steps(returns, later)
+    grouped = pa.grouped_loss(rewards, log_probs, mask, temperature)
+    (grad_grouped,) = torch.autograd.grad(grouped, later)
+    scale = 1 + 100 / temperature
+    assert fitted.item() == pytest.approx(grouped.item(), rel=1e-9, abs=1e-9 * scale**2)
+    assert torch.allclose(grad_fitted, grad_grouped, atol=1e-9 * scale)
+
+
+@SETTINGS
+@given(trust_region_cases(), st.floats(-50, 50))
+def test_trust_region_ignores_a_groupwide_shift_of_log_probs(case, shift):
+    """Only differences within a group mean anything: a constant added to a group's log-prob sums
+    (at sampling, or later) changes neither the loss nor where it is minimal."""
+    first, returns, temperature, clip_eps, later, rng = case
+    which = torch.as_tensor(rng.integers(0, 2, (first.shape[0], 1)), dtype=F64)
+    targets = pa.trust_region_targets(first, returns, temperature, clip_eps)
+    moved = pa.trust_region_targets(first + shift * which, returns, temperature, clip_eps)
+    loss = pa.trust_region_loss(later, targets).item()
+    close = dict(rel=1e-9, abs=1e-9 * (1 + 100 / temperature) ** 2)
+    assert pa.trust_region_loss(later, moved).item() == pytest.approx(loss, **close)
+    assert pa.trust_region_loss(later + shift * which, targets).item() == pytest.approx(loss,
+                                                                                          **close)
+
+
+@SETTINGS
+@given(trust_region_cases())
+def test_clipped_trust_region_moves_no_centred_log_prob_more_than_eps(case):
+    """At the clipped fit's minimum, every trajectory's centred log-prob has moved by at most eps
+    and toward R/T; unclipped where the step already fits."""
+    first, returns, temperature, clip_eps, _, _ = case
+    targets = pa.trust_region_targets(first, returns, temperature, clip_eps)
+    fitted = targets.clone().requires_grad_()  # the minimum (loss 0) is the targets, up to a shift
+    assert pa.trust_region_loss(fitted, targets).item() == 0
+
+    def centred(x):
+        return x - x.mean(1, keepdim=True)
+
+    moved = centred(targets) - centred(first)
+    wanted = centred(returns / temperature) - centred(first)
+    assert moved.abs().max() <= clip_eps * (1 + 1e-12)
+    assert ((moved * wanted) >= 0).all()  # each member moves the way R/T asks
+    fits = (wanted.abs().amax(1) <= clip_eps)
+    assert torch.allclose(moved[fits], wanted[fits], atol=1e-9 * (1 + 100 / temperature))
+
+
+def test_trust_region_example_from_the_review():
+    """One group, R = (100, 0, 0, 0), T = 0.5, eps = 2: the centred fit moves the best trajectory
+    by at most 2 and the others equally; the uncentred fit took 2 nats from each of the others."""
+    first = torch.zeros(1, 4, dtype=F64)
+    targets = pa.trust_region_targets(first, torch.tensor([[100.0, 0, 0, 0]], dtype=F64), 0.5, 2)
+    moved = targets - targets.mean(1, keepdim=True)
+    assert torch.allclose(moved, torch.tensor([[2, -2 / 3, -2 / 3, -2 / 3]], dtype=F64))
 
 
 # ---- Boltzmann law -----------------------------------------------------------------------------
@@ -260,16 +344,33 @@ def test_err_group_advantage_is_exactly_zero_at_boltzmann(batch):
 
 
 @SETTINGS
-@given(trees, temperatures, st.floats(0, 1))
-def test_err_gae_advantage_zero_with_exact_soft_values(env, temperature, gae_lambda):
-    """With V = V* and pi = pi*, every TD error of the ERR reward is 0, so is every advantage,
-    and the soft return equals V*."""
-    rewards, log_probs, values, mask, terminated, _ = optimal_batch(env, temperature, 1.0, 3)
+@given(trees, temperatures, gammas, st.floats(0, 1), st.one_of(st.none(), st.integers(0, 99)),
+       st.sampled_from([float("nan"), 7.0]))
+def test_err_gae_advantage_zero_with_exact_soft_values(env, temperature, gamma, gae_lambda,
+                                                       truncate_seed, after_end):
+    """With V = V* and pi = pi* of the discounted soft MDP, every TD error of the ERR reward is 0,
+    so is every advantage, and the soft return equals V*.  After termination nothing is
+    bootstrapped: V at that index holds garbage (nan or a number), and must not matter."""
+    rewards, log_probs, values, mask, terminated, _ = optimal_batch(env, temperature, gamma,
+                                                                    truncate_seed)
+    ends = mask.sum(-1)
+    values[terminated] = values[terminated].index_put((torch.arange(int(terminated.sum())),
+                                                       ends[terminated]), torch.tensor(after_end,
+                                                                                       dtype=F64))
     advantages, soft_returns = pa.soft_advantages(rewards, log_probs, values, mask, terminated,
-                                                  temperature, 1.0, gae_lambda)
+                                                  temperature, gamma, gae_lambda)
     scale = 1 + values.nan_to_num().abs().max().item() + 10 / temperature
     assert advantages[mask].abs().max() <= 1e-9 * scale
     assert torch.allclose(soft_returns[mask], values[..., :-1][mask], atol=1e-9 * scale)
+
+
+def test_group_advantage_favours_the_higher_trajectory_value():
+    """V' = R - T log p: the better-rewarded, or the less probable at equal reward, gets A > 0."""
+    rewards = torch.tensor([[[1.0], [0.0]], [[0.0], [0.0]]], dtype=F64)
+    log_probs = torch.tensor([[[-1.0], [-1.0]], [[-0.1], [-2.0]]], dtype=F64)
+    mask = torch.ones_like(rewards, dtype=torch.bool)
+    advantages = pa.group_advantages(rewards, log_probs, mask, 0.5)[..., 0]
+    assert advantages[0, 0] > 0 > advantages[0, 1] and advantages[1, 1] > 0 > advantages[1, 0]
 
 
 def reference_gae(rewards, values, lengths, terminated, gamma, lam):
@@ -373,6 +474,39 @@ def test_sampler_behaviour_log_probs_match_the_policy():
     assert torch.allclose(recomputed[batch.mask].float(), batch.log_probs[batch.mask], atol=1e-6)
 
 
+@SETTINGS
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=6), st.integers(0, 2**32 - 1))
+def test_normalizer_merge_equals_pooled_mean_and_variance(chunks, seed):
+    rng = np.random.default_rng(seed)
+    data = [rng.normal(rng.normal(0, 5, 3), rng.uniform(0.1, 10, 3), (n, 3)) for n in chunks]
+    normalizer = pa.RunningNormalizer(3)
+    for chunk in data:
+        normalizer.update(torch.as_tensor(chunk))
+    pooled = np.concatenate(data)
+    assert normalizer.count.item() == len(pooled)
+    assert np.allclose(normalizer.mean.numpy(), pooled.mean(0), rtol=1e-10, atol=1e-10)
+    assert np.allclose(normalizer.var.numpy(), pooled.var(0), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("algo", ["grouped", "value", "err"])
+def test_update_starts_from_the_behaviour_log_probs(tmp_path, monkeypatch, algo):
+    """After the first update the normaliser holds real statistics; the next batch's behaviour
+    log-probs must be those the update recomputes before its first step (the same policy)."""
+    seen = []
+
+    def checked(agent, optimizer, batch, *args):
+        recomputed = pa.taken_log_probs(agent, batch)
+        seen.append((agent.normalizer.count.item(),
+                     (recomputed - batch.log_probs)[batch.mask].abs().max().item()))
+        return update(agent, optimizer, batch, *args)
+
+    update = pa.UPDATES[algo]
+    monkeypatch.setitem(pa.UPDATES, algo, checked)
+    pa.train(config(algo=algo, **SMOKE), tmp_path, quiet=True)
+    assert seen[0][0] == 0 and seen[1][0] > 0  # the second batch saw a fitted normaliser
+    assert all(difference < 1e-5 for _, difference in seen)
+
+
 # ---- training runs -----------------------------------------------------------------------------
 
 
@@ -418,17 +552,40 @@ def test_same_seed_same_history_other_seed_other_history(tmp_path, algo):
     assert runs[0]["summary"]["final_eval"] == runs[1]["summary"]["final_eval"]
 
 
+def test_a_crossing_counts_only_when_fresh_episodes_confirm_it(tmp_path, monkeypatch):
+    """Every evaluation crosses 475; the first confirmation falls short, the second holds.  The
+    run goes on past the unconfirmed crossing, records it, and is solved (and stops) at the
+    confirmed one; confirmation episodes are fresh seeds, not the evaluation's."""
+    calls = []
+
+    def scripted(agent, envs, cfg, stream, greedy, purpose=1):
+        calls.append((stream, purpose, len(envs)))
+        confirmations = sum(p == 2 for _, p, _ in calls)
+        value = 480.0 if purpose == 1 or confirmations > 1 else 400.0
+        return np.full(len(envs), value), 0.5
+
+    monkeypatch.setattr(pa, "evaluate", scripted)
+    cfg = config(**{**SMOKE, "iterations": 5}, stop_when_solved=True, confirm_episodes=7)
+    summary = pa.train(cfg, tmp_path, quiet=True)["summary"]
+    assert [(c["iteration"], c["confirm_return"]) for c in summary["crossings"]] == [(1, 400.0),
+                                                                                     (2, 480.0)]
+    assert summary["solved_iteration"] == 2 == summary["iterations"]
+    assert (1, 2, 7) in calls and (2, 2, 7) in calls  # 7 confirmation episodes, their own seeds
+
+
 TREES = [dict(tree_seed=0), dict(tree_seed=1)]
 
 
-@pytest.mark.parametrize("algo", ["grouped", "value", "err"])
+@pytest.mark.parametrize("algo, extra", [("grouped", {}), ("value", {}), ("err", {}),
+                                         ("err", {"baseline": "value"})])
 @pytest.mark.parametrize("temperature", [0.5, 2.0])
-def test_training_reaches_the_exact_boltzmann_law_on_trees(tmp_path, algo, temperature):
+def test_training_reaches_the_exact_boltzmann_law_on_trees(tmp_path, algo, extra, temperature):
     """The real loop (sampler, update, networks) drives KL(p_policy || p_Boltzmann) below 0.01
-    on two trees, while plain PG (T = 0) on the same trees does not approach the law."""
+    on two trees, while plain PG (T = 0) on the same trees does not approach the law.  err runs
+    with the group baseline and with the learned soft value (the CartPole/LunarLander path)."""
     for i, tree in enumerate(TREES):
         cfg = config("Tree-v0", algo, temp_start=temperature, temp_end=temperature,
-                     env_kwargs=tree, eval_every=1000)
+                     env_kwargs=tree, eval_every=1000, **extra)
         summary = pa.train(cfg, tmp_path / f"{i}", quiet=True)["summary"]
         assert summary["exact_kl"] < 0.01, (tree, summary["exact_kl"])
 
