@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LUNAR_ALGO ?= err
-COMPARE_SEEDS ?= 0 1 2
+COMPARE_SEEDS ?= 1000 1001 1002
 
 .PHONY: help test cartpole lunar tree bandit compare bench bench-cartpole bench-lunar bench-stability \
 	bench-report bench-peer bench-peer-cartpole bench-peer-lunar profile clean
@@ -40,12 +40,12 @@ bandit: $(VENV)/.installed  ## the 3-armed bandit: PG vs entropy bonus vs anneal
 	mkdir -p bench
 	$(PY) toy_bandit.py --plot bench/bandit.png --json runs/bandit.json
 
-compare: $(VENV)/.installed  ## CartPole: ERR (T>0) vs plain PPO (T=0) vs PPO + entropy bonus
+compare: $(VENV)/.installed  ## CartPole: ERR (T>0) vs PPO (T=0) vs PPO + entropy bonus, report seeds
 	mkdir -p bench
 	for s in $(COMPARE_SEEDS); do \
 	  $(PY) policy_annealing.py --algo err --seed $$s --label "err T=0.05" --quiet --overwrite --out runs/compare/err-s$$s || exit 1; \
-	  $(PY) policy_annealing.py --algo err --seed $$s --temp-start 0 --temp-end 0 --label "ppo T=0" --quiet --overwrite --out runs/compare/ppo-s$$s || exit 1; \
-	  $(PY) policy_annealing.py --algo err --seed $$s --temp-start 0 --temp-end 0 --entropy-bonus 0.01 --label "ppo + entropy bonus 0.01" --quiet --overwrite --out runs/compare/bonus-s$$s || exit 1; \
+	  $(PY) policy_annealing.py --algo err --seed $$s --temp-start 0 --temp-end 0 --label "PPO, T=0, no advantage normalisation" --quiet --overwrite --out runs/compare/ppo-s$$s || exit 1; \
+	  $(PY) policy_annealing.py --algo err --seed $$s --temp-start 0 --temp-end 0 --entropy-bonus 0.01 --label "PPO + entropy bonus 0.01, no advantage normalisation" --quiet --overwrite --out runs/compare/bonus-s$$s || exit 1; \
 	done
 	$(PY) report.py report runs/compare/*/experiment.json -o bench/compare.md
 	$(PY) report.py plot runs/compare/*/experiment.json -o bench/compare.png
@@ -74,11 +74,12 @@ bench-cartpole: $(VENV)/.installed .venv-peer/.installed  ## CartPole-v1: 3 algo
 	  echo "$(PEER) --env CartPole-v1 --seed $$s --max-env-steps $(CARTPOLE_BUDGET) --out runs/bench/CartPole-v1-sb3-ppo-s$$s"; \
 	done | xargs -P $(JOBS) -I CMD sh -c CMD
 
-# The peer keeps the RL-Zoo's own budget (1M): its tuned schedule assumes it.
+# The env-step budget ends every run (--iterations is set past it). The peer keeps the RL-Zoo's
+# own budget (1M): its tuned schedule assumes it.
 bench-lunar: $(VENV)/.installed .venv-peer/.installed  ## LunarLander-v3: 3 algos + SB3 PPO x 5 report seeds
 	mkdir -p bench runs/bench
 	for s in $(LUNAR_SEEDS); do for algo in err grouped value; do \
-	  echo "$(RUN) --env LunarLander-v3 --algo $$algo --seed $$s --max-env-steps $(LUNAR_BUDGET) --out runs/bench/LunarLander-v3-$$algo-s$$s"; done; \
+	  echo "$(RUN) --env LunarLander-v3 --algo $$algo --seed $$s --max-env-steps $(LUNAR_BUDGET) --iterations 100000 --out runs/bench/LunarLander-v3-$$algo-s$$s"; done; \
 	  echo "$(PEER) --env LunarLander-v3 --seed $$s --max-env-steps 1000000 --out runs/bench/LunarLander-v3-sb3-ppo-s$$s"; \
 	done | xargs -P $(JOBS) -I CMD sh -c CMD
 
