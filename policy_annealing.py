@@ -71,14 +71,16 @@ def trajectory_value(rewards, log_probs, mask, temperature) -> torch.Tensor:
     return masked_sum(err_rewards(rewards, torch.where(mask, log_probs, 0), temperature), mask)
 
 
-def discounted_sum_ahead(values: torch.Tensor, mask: torch.Tensor, discount: float) -> torch.Tensor:
-    """out_t = sum_{i>=0} discount^i x_{t+i} over real steps. (..., steps) -> (..., steps)."""
-    # A (steps, steps) upper-triangular matrix of discount^(j-t) instead of a reverse Python loop,
-    # or of the gamma^-t cumsum trick, which overflows for long episodes.
+def discounted_sum_ahead(values, mask, discount, horizon=0) -> torch.Tensor:
+    """out_t = sum_{0<=i<horizon} discount^i x_{t+i} over real steps (horizon 0: to the end).
+    (..., steps) -> (..., steps)."""
+    # A (steps, steps) band matrix of discount^(j-t), 0 <= j-t < horizon, instead of a reverse
+    # Python loop, or of the gamma^-t cumsum trick, which overflows for long episodes.
     steps = values.shape[-1]
     offset = torch.arange(steps, device=values.device)
     power = (offset[None, :] - offset[:, None]).to(values.dtype)  # [t, j] = j - t
-    weights = torch.where(power >= 0, discount ** power.clamp(min=0), 0)
+    weights = torch.where((power >= 0) & (power < (horizon or steps)),
+                          discount ** power.clamp(min=0), 0)
     return torch.where(mask, values, 0) @ weights.T
 
 
@@ -114,28 +116,27 @@ def trust_region_targets(log_prob_sums, reward_sums, temperature, clip_eps) -> t
     return (log_prob_sums + (wanted - current).clamp(-clip_eps, clip_eps)).detach()
 
 
-def end_values(values, mask, terminated) -> torch.Tensor:
-    """V(s_end): the bootstrap value at index = episode length, 0 after termination.
-    values: (..., steps + 1); mask: (..., steps); terminated: (...) -> (...)."""
-    lengths = mask.sum(-1, keepdim=True)
-    return torch.where(terminated, 0, values.gather(-1, lengths).squeeze(-1))
-
-
-def value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma) -> torch.Tensor:
-    """Path consistency: V(s_t) = sum_{i>=0} gamma^i (R_{t+i} - T log p_{t+i}) + gamma^k V(s_end).
+def value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma,
+               path_length=0) -> torch.Tensor:
+    """Path consistency over paths of d = path_length steps (Nachum et al. 2017):
+    V(s_t) = sum_{i<m} gamma^i (R_{t+i} - T log p_{t+i}) + gamma^m V(s_{t+m}), m = min(d, steps
+    left); d = 0 is the whole rest of the episode, d = 1 the one-step form
+    T log p_t = R_t + gamma V(s_{t+1}) - V(s_t).
 
     rewards, log_probs, mask: (..., steps); values: (..., steps + 1), V(s_t) at each step and, at
-    index = length, the state after the last real step; terminated: (...).  k = steps left to the
-    end; V(s_end) is 0 after termination and the bootstrap value after truncation.  Mean squared
-    residual over real steps; gradients reach both log-probs and values.  Zero at the soft-optimal
-    pair (V*, pi*) of a deterministic MDP: there R - T log pi* = V*(s) - gamma V*(s'), which
-    telescopes."""
+    index = length, the state after the last real step; terminated: (...).  V(s_{t+m}) is 0 when
+    t + m is the end of a terminated episode, the network's value otherwise (a bootstrap after
+    truncation).  Mean squared residual over real steps; gradients reach both log-probs and
+    values.  Zero at the soft-optimal pair (V*, pi*) of a deterministic MDP for every d: there
+    R - T log pi* = V*(s) - gamma V*(s'), which telescopes."""
     steps = rewards.shape[-1]
+    lengths, t = mask.sum(-1, keepdim=True), torch.arange(steps)
+    # index of s_{t+m}, m = end - t: (..., steps), or for d = 0 the episode's end, (..., 1)
+    end = torch.minimum(t + path_length, lengths) if path_length else lengths
     soft_return = discounted_sum_ahead(err_rewards(rewards, torch.where(mask, log_probs, 0),
-                                                   temperature), mask, gamma)
-    steps_left = (mask.sum(-1, keepdim=True) - torch.arange(steps)).clamp(min=0)  # (..., steps)
-    target = soft_return + gamma ** steps_left.to(values.dtype) * end_values(values, mask,
-                                                                             terminated)[..., None]
+                                                   temperature), mask, gamma, path_length)
+    end_value = torch.where((end == lengths) & terminated[..., None], 0, values.gather(-1, end))
+    target = soft_return + gamma ** (end - t).clamp(min=0).to(values.dtype) * end_value
     residual = torch.where(mask, values[..., :steps] - target, 0)  # masked before squaring
     return residual.square().sum() / mask.sum().clamp(min=1)
 
@@ -462,7 +463,7 @@ def update_value(agent, optimizer, batch, temperature, cfg, generator) -> float:
     for _ in range(cfg.optim_steps):
         loss = value_loss(batch.rewards, taken_log_probs(agent, batch),
                           agent.values(batch.observations), batch.mask, batch.terminated,
-                          temperature, cfg.gamma)
+                          temperature, cfg.gamma, cfg.path_length)
         first_loss = loss.item() if first_loss is None else first_loss
         optimizer_step(optimizer, loss, params, cfg.max_grad_norm)
     return first_loss
@@ -553,6 +554,7 @@ class Config:
     clip_eps: float = 2.0
     gamma: float = 0.99
     gae_lambda: float = 0.95
+    path_length: int = 0
     minibatches: int = 4
     max_grad_norm: float = 0.0
     entropy_bonus: float = 0.0
@@ -623,7 +625,7 @@ def validate(cfg):
                             f"got {getattr(cfg, name)}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UserError(f"--lr must be a positive number, got {cfg.lr}")
-    for name in ("seed", "max_env_steps"):
+    for name in ("seed", "max_env_steps", "path_length"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     for name in ("temp_start", "temp_end", "clip_eps", "max_grad_norm", "entropy_bonus"):
@@ -932,6 +934,7 @@ def build_parser():
                                        "err: PPO ratio clip")
     add("--gamma", type=float, help="discount (value, err)")
     add("--gae-lambda", type=float, help="err: GAE lambda")
+    add("--path-length", type=int, help="value: steps per consistency path (0 = to the end)")
     add("--entropy-bonus", type=float, help="err: coefficient of the usual H(pi) "
                                                          "bonus (use with T = 0)")
     add("--baseline", choices=["value", "group"],
