@@ -180,17 +180,20 @@ class TreeEnv(gym.Env):
 
     Each node has `num_actions` children; a branch ends at `depth` or, with probability
     `early_end`, earlier, so episodes differ in length.  Rewards are fixed by `tree_seed`; the
-    observation is the one-hot index of the node.  reset(seed) always starts at the root."""
+    observation is the one-hot index of the node.  Nodes 0 .. num_starts - 1 are the roots of
+    separate subtrees; reset(seed) starts at root seed % num_starts, so a seed fixes the start."""
 
     metadata = {"render_modes": []}
 
-    def __init__(self, depth=4, num_actions=3, tree_seed=0, early_end=0.3, render_mode=None):
+    def __init__(self, depth=4, num_actions=3, tree_seed=0, early_end=0.3, num_starts=1,
+                 render_mode=None):
         rng = np.random.default_rng(tree_seed)
-        self.children, self.rewards, node_depth = [[]], [[]], [0]
-        frontier = [0]
+        self.num_starts, frontier = num_starts, list(range(num_starts))  # the roots
+        self.children, self.rewards = [[] for _ in frontier], [[] for _ in frontier]
+        node_depth = [0] * num_starts
         while frontier:
             node = frontier.pop(0)
-            if node_depth[node] == depth or (node > 0 and rng.random() < early_end):
+            if node_depth[node] == depth or (node >= num_starts and rng.random() < early_end):
                 continue  # a leaf: no children
             for _ in range(num_actions):
                 self.children.append([])
@@ -210,8 +213,9 @@ class TreeEnv(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.node = 0
-        return self.one_hot(0), {}
+        self.node = (seed % self.num_starts if seed is not None
+                     else int(self.np_random.integers(self.num_starts)))
+        return self.one_hot(self.node), {}
 
     def step(self, action):
         reward = self.rewards[self.node][action]
@@ -238,9 +242,9 @@ def soft_value_iteration(env: TreeEnv, temperature: float, gamma: float = 1.0):
     return values, log_policy
 
 
-def enumerate_trajectories(env: TreeEnv):
-    """Every root-to-leaf path as (nodes visited before each action, actions, rewards)."""
-    paths, stack = [], [([0], [], [])]
+def enumerate_trajectories(env: TreeEnv, start=0):
+    """Every start-to-leaf path as (nodes visited before each action, actions, rewards)."""
+    paths, stack = [], [([start], [], [])]
     while stack:
         nodes, actions, rewards = stack.pop()
         node = nodes[-1]
@@ -254,14 +258,19 @@ def enumerate_trajectories(env: TreeEnv):
 
 
 @torch.no_grad()
-def exact_trajectory_kl(agent, env: TreeEnv, temperature: float) -> float:
-    """KL(p_policy || p_Boltzmann) over every trajectory, p_Boltzmann ∝ exp(R(tau)/T)."""
+def exact_trajectory_kl(agent, env: TreeEnv, temperature: float, per_start=False):
+    """KL(p_policy(tau|s) || p_Boltzmann(tau|s)) over every trajectory from each start s,
+    p_Boltzmann(tau|s) ∝ exp(R(tau)/T): the mean over starts, or with per_start their list."""
     env = env.unwrapped
     log_pi = agent.log_probs(torch.eye(env.num_nodes)).double()  # (num_nodes, num_actions)
-    paths = enumerate_trajectories(env)
-    log_p = torch.stack([log_pi[nodes, actions].sum() for nodes, actions, _ in paths])
-    returns = torch.tensor([sum(rewards) for *_, rewards in paths], dtype=torch.float64)
-    return float((log_p.exp() * (log_p - boltzmann_log_probs(returns, temperature))).sum())
+    kls = []
+    for start in range(env.num_starts):
+        paths = enumerate_trajectories(env, start)
+        log_p = torch.stack([log_pi[nodes, actions].sum() for nodes, actions, _ in paths])
+        returns = torch.tensor([sum(rewards) for *_, rewards in paths], dtype=torch.float64)
+        kls.append(float((log_p.exp() * (log_p - boltzmann_log_probs(returns, temperature)))
+                         .sum()))
+    return kls if per_start else sum(kls) / len(kls)
 
 
 class RunningNormalizer(nn.Module):

@@ -490,16 +490,26 @@ def test_plain_pg_does_not_reach_the_boltzmann_law(tmp_path, capsys, tree):
     assert f"p_Boltzmann at T=1) = {kl:.2e}" in capsys.readouterr().out
 
 
-def test_exact_kl_is_zero_for_the_soft_optimal_policy():
-    env = pa.TreeEnv(tree_seed=3)
+@pytest.mark.parametrize("num_starts", [1, 3])
+def test_exact_kl_is_zero_for_the_soft_optimal_policy(num_starts):
+    env = pa.TreeEnv(tree_seed=3, num_starts=num_starts)
     _, log_policy = pa.soft_value_iteration(env, 0.7)
 
     class Optimal:
         def log_probs(self, obs):
             return obs.double() @ log_policy
 
-    assert abs(pa.exact_trajectory_kl(Optimal(), env, 0.7)) < 1e-12
-    assert pa.exact_trajectory_kl(Optimal(), env, 0.35) > 1e-3
+    kls = pa.exact_trajectory_kl(Optimal(), env, 0.7, per_start=True)
+    assert len(kls) == num_starts and max(map(abs, kls)) < 1e-12
+    assert min(pa.exact_trajectory_kl(Optimal(), env, 0.35, per_start=True)) > 1e-3
+    assert pa.exact_trajectory_kl(Optimal(), env, 0.35) == pytest.approx(
+        np.mean(pa.exact_trajectory_kl(Optimal(), env, 0.35, per_start=True)), rel=1e-12)
+
+
+def test_tree_start_follows_the_seed():
+    env = pa.TreeEnv(depth=3, num_starts=3)
+    assert [int(env.reset(seed=s)[0].argmax()) for s in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert {int(env.reset()[0].argmax()) for _ in range(50)} == {0, 1, 2}  # from np_random
 
 
 # ---- toy bandit --------------------------------------------------------------------------------
