@@ -364,12 +364,15 @@ def check_stop():
 
 
 def sample_episodes(envs, agent, seeds, group_size, generator, greedy=False) -> Batch:
-    """Run len(envs) episodes to their end; env i resets with seeds[i // group_size].
+    """Run len(envs) episodes to their end; env i resets with seeds[i * len(seeds) // len(envs)]:
+    its group's seed, i // group_size, when there is one seed per group, and its own seed, i, when
+    there is one per episode (--no-seed-groups; the layout stays grouped).
 
     Only running episodes are stepped: one batched policy forward per time step over them, and no
     env step after an episode ends, so batch.env_steps is exact."""
     count = len(envs)
-    observations = [[env.reset(seed=int(seeds[i // group_size]))[0]] for i, env in enumerate(envs)]
+    observations = [[env.reset(seed=int(seeds[i * len(seeds) // count]))[0]]
+                    for i, env in enumerate(envs)]
     actions, rewards, log_probs, entropies = ([[] for _ in envs] for _ in range(4))
     terminated = [False] * count
     running = list(range(count))
@@ -575,6 +578,7 @@ class Config:
     final_eval_episodes: int = 100
     stop_when_solved: bool = False
     max_env_steps: int = 0
+    seed_groups: bool = True
     threads: int = 1
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     label: str = ""
@@ -808,7 +812,8 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * (1 - iteration / cfg.iterations)
             start = time.perf_counter()
-            seeds = seed_rng.integers(0, 2**31, size=cfg.num_groups)
+            seeds = seed_rng.integers(0, 2**31, size=cfg.num_groups if cfg.seed_groups
+                                      else batch_size)
             batch = sample_episodes(envs, agent, seeds, cfg.group_size, action_generator)
             loss = update(agent, optimizer, batch, temperature, cfg, action_generator)
             if isinstance(agent.normalizer, RunningNormalizer):
@@ -931,6 +936,8 @@ def build_parser():
     add("--iterations", type=int, help="batches to sample and train on")
     add("--num-groups", type=int, help="seed groups per batch")
     add("--group-size", type=int, help="episodes per group, all reset with the group's seed")
+    add("--no-seed-groups", dest="seed_groups", action="store_false", default=None,
+        help="ablation: every episode gets its own seed instead of its group's")
     add("--batch-size", type=int, help="episodes per batch = num-groups * group-size (optional)")
     add("--optim-steps", type=int, help="optimizer steps per batch (err: PPO epochs)")
     add("--minibatches", type=int, help="err: minibatches per epoch")
