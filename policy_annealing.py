@@ -365,8 +365,7 @@ def check_stop():
 
 def sample_episodes(envs, agent, seeds, group_size, generator, greedy=False) -> Batch:
     """Run len(envs) episodes to their end; env i resets with seeds[i * len(seeds) // len(envs)]:
-    its group's seed, i // group_size, when there is one seed per group, and its own seed, i, when
-    there is one per episode (--no-seed-groups; the layout stays grouped).
+    its group's seed if there is one per group, its own if one per episode (--no-seed-groups).
 
     Only running episodes are stepped: one batched policy forward per time step over them, and no
     env step after an episode ends, so batch.env_steps is exact."""
