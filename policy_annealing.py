@@ -71,14 +71,16 @@ def trajectory_value(rewards, log_probs, mask, temperature) -> torch.Tensor:
     return masked_sum(err_rewards(rewards, torch.where(mask, log_probs, 0), temperature), mask)
 
 
-def discounted_sum_ahead(values: torch.Tensor, mask: torch.Tensor, discount: float) -> torch.Tensor:
-    """out_t = sum_{i>=0} discount^i x_{t+i} over real steps. (..., steps) -> (..., steps)."""
-    # A (steps, steps) upper-triangular matrix of discount^(j-t) instead of a reverse Python loop,
-    # or of the gamma^-t cumsum trick, which overflows for long episodes.
+def discounted_sum_ahead(values, mask, discount, horizon=0) -> torch.Tensor:
+    """out_t = sum_{0<=i<horizon} discount^i x_{t+i} over real steps (horizon 0: to the end).
+    (..., steps) -> (..., steps)."""
+    # A (steps, steps) band matrix of discount^(j-t), 0 <= j-t < horizon, instead of a reverse
+    # Python loop, or of the gamma^-t cumsum trick, which overflows for long episodes.
     steps = values.shape[-1]
     offset = torch.arange(steps, device=values.device)
     power = (offset[None, :] - offset[:, None]).to(values.dtype)  # [t, j] = j - t
-    weights = torch.where(power >= 0, discount ** power.clamp(min=0), 0)
+    weights = torch.where((power >= 0) & (power < (horizon or steps)),
+                          discount ** power.clamp(min=0), 0)
     return torch.where(mask, values, 0) @ weights.T
 
 
@@ -127,28 +129,27 @@ def trust_region_loss(log_prob_sums, targets) -> torch.Tensor:
     return (residual - residual.mean(dim=1, keepdim=True)).square().mean()
 
 
-def end_values(values, mask, terminated) -> torch.Tensor:
-    """V(s_end): the bootstrap value at index = episode length, 0 after termination.
-    values: (..., steps + 1); mask: (..., steps); terminated: (...) -> (...)."""
-    lengths = mask.sum(-1, keepdim=True)
-    return torch.where(terminated, 0, values.gather(-1, lengths).squeeze(-1))
-
-
-def value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma) -> torch.Tensor:
-    """Path consistency: V(s_t) = sum_{i>=0} gamma^i (R_{t+i} - T log p_{t+i}) + gamma^k V(s_end).
+def value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma,
+               path_length=0) -> torch.Tensor:
+    """Path consistency over paths of d = path_length steps (Nachum et al. 2017):
+    V(s_t) = sum_{i<m} gamma^i (R_{t+i} - T log p_{t+i}) + gamma^m V(s_{t+m}), m = min(d, steps
+    left); d = 0 is the whole rest of the episode, d = 1 the one-step form
+    T log p_t = R_t + gamma V(s_{t+1}) - V(s_t).
 
     rewards, log_probs, mask: (..., steps); values: (..., steps + 1), V(s_t) at each step and, at
-    index = length, the state after the last real step; terminated: (...).  k = steps left to the
-    end; V(s_end) is 0 after termination and the bootstrap value after truncation.  Mean squared
-    residual over real steps; gradients reach both log-probs and values.  Zero at the soft-optimal
-    pair (V*, pi*) of a deterministic MDP: there R - T log pi* = V*(s) - gamma V*(s'), which
-    telescopes."""
+    index = length, the state after the last real step; terminated: (...).  V(s_{t+m}) is 0 when
+    t + m is the end of a terminated episode, the network's value otherwise (a bootstrap after
+    truncation).  Mean squared residual over real steps; gradients reach both log-probs and
+    values.  Zero at the soft-optimal pair (V*, pi*) of a deterministic MDP for every d: there
+    R - T log pi* = V*(s) - gamma V*(s'), which telescopes."""
     steps = rewards.shape[-1]
+    lengths, t = mask.sum(-1, keepdim=True), torch.arange(steps)
+    # index of s_{t+m}, m = end - t: (..., steps), or for d = 0 the episode's end, (..., 1)
+    end = torch.minimum(t + path_length, lengths) if path_length else lengths
     soft_return = discounted_sum_ahead(err_rewards(rewards, torch.where(mask, log_probs, 0),
-                                                   temperature), mask, gamma)
-    steps_left = (mask.sum(-1, keepdim=True) - torch.arange(steps)).clamp(min=0)  # (..., steps)
-    target = soft_return + gamma ** steps_left.to(values.dtype) * end_values(values, mask,
-                                                                             terminated)[..., None]
+                                                   temperature), mask, gamma, path_length)
+    end_value = torch.where((end == lengths) & terminated[..., None], 0, values.gather(-1, end))
+    target = soft_return + gamma ** (end - t).clamp(min=0).to(values.dtype) * end_value
     residual = torch.where(mask, values[..., :steps] - target, 0)  # masked before squaring
     return residual.square().sum() / mask.sum().clamp(min=1)
 
@@ -192,17 +193,20 @@ class TreeEnv(gym.Env):
 
     Each node has `num_actions` children; a branch ends at `depth` or, with probability
     `early_end`, earlier, so episodes differ in length.  Rewards are fixed by `tree_seed`; the
-    observation is the one-hot index of the node.  reset(seed) always starts at the root."""
+    observation is the one-hot index of the node.  Nodes 0 .. num_starts - 1 are the roots of
+    separate subtrees; reset(seed) starts at root seed % num_starts, so a seed fixes the start."""
 
     metadata = {"render_modes": []}
 
-    def __init__(self, depth=4, num_actions=3, tree_seed=0, early_end=0.3, render_mode=None):
+    def __init__(self, depth=4, num_actions=3, tree_seed=0, early_end=0.3, num_starts=1,
+                 render_mode=None):
         rng = np.random.default_rng(tree_seed)
-        self.children, self.rewards, node_depth = [[]], [[]], [0]
-        frontier = [0]
+        self.num_starts, frontier = num_starts, list(range(num_starts))  # the roots
+        self.children, self.rewards = [[] for _ in frontier], [[] for _ in frontier]
+        node_depth = [0] * num_starts
         while frontier:
             node = frontier.pop(0)
-            if node_depth[node] == depth or (node > 0 and rng.random() < early_end):
+            if node_depth[node] == depth or (node >= num_starts and rng.random() < early_end):
                 continue  # a leaf: no children
             for _ in range(num_actions):
                 self.children.append([])
@@ -222,8 +226,9 @@ class TreeEnv(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.node = 0
-        return self.one_hot(0), {}
+        self.node = (seed % self.num_starts if seed is not None
+                     else int(self.np_random.integers(self.num_starts)))
+        return self.one_hot(self.node), {}
 
     def step(self, action):
         reward = self.rewards[self.node][action]
@@ -250,9 +255,9 @@ def soft_value_iteration(env: TreeEnv, temperature: float, gamma: float = 1.0):
     return values, log_policy
 
 
-def enumerate_trajectories(env: TreeEnv):
-    """Every root-to-leaf path as (nodes visited before each action, actions, rewards)."""
-    paths, stack = [], [([0], [], [])]
+def enumerate_trajectories(env: TreeEnv, start=0):
+    """Every start-to-leaf path as (nodes visited before each action, actions, rewards)."""
+    paths, stack = [], [([start], [], [])]
     while stack:
         nodes, actions, rewards = stack.pop()
         node = nodes[-1]
@@ -266,14 +271,19 @@ def enumerate_trajectories(env: TreeEnv):
 
 
 @torch.no_grad()
-def exact_trajectory_kl(agent, env: TreeEnv, temperature: float) -> float:
-    """KL(p_policy || p_Boltzmann) over every trajectory, p_Boltzmann ∝ exp(R(tau)/T)."""
+def exact_trajectory_kl(agent, env: TreeEnv, temperature: float, per_start=False):
+    """KL(p_policy(tau|s) || p_Boltzmann(tau|s)) over every trajectory from each start s,
+    p_Boltzmann(tau|s) ∝ exp(R(tau)/T): the mean over starts, or with per_start their list."""
     env = env.unwrapped
     log_pi = agent.log_probs(torch.eye(env.num_nodes)).double()  # (num_nodes, num_actions)
-    paths = enumerate_trajectories(env)
-    log_p = torch.stack([log_pi[nodes, actions].sum() for nodes, actions, _ in paths])
-    returns = torch.tensor([sum(rewards) for *_, rewards in paths], dtype=torch.float64)
-    return float((log_p.exp() * (log_p - boltzmann_log_probs(returns, temperature))).sum())
+    kls = []
+    for start in range(env.num_starts):
+        paths = enumerate_trajectories(env, start)
+        log_p = torch.stack([log_pi[nodes, actions].sum() for nodes, actions, _ in paths])
+        returns = torch.tensor([sum(rewards) for *_, rewards in paths], dtype=torch.float64)
+        kls.append(float((log_p.exp() * (log_p - boltzmann_log_probs(returns, temperature)))
+                         .sum()))
+    return kls if per_start else sum(kls) / len(kls)
 
 
 class RunningNormalizer(nn.Module):
@@ -367,12 +377,14 @@ def check_stop():
 
 
 def sample_episodes(envs, agent, seeds, group_size, generator, greedy=False) -> Batch:
-    """Run len(envs) episodes to their end; env i resets with seeds[i // group_size].
+    """Run len(envs) episodes to their end; env i resets with seeds[i * len(seeds) // len(envs)]:
+    its group's seed if there is one per group, its own if one per episode (--no-seed-groups).
 
     Only running episodes are stepped: one batched policy forward per time step over them, and no
     env step after an episode ends, so batch.env_steps is exact."""
     count = len(envs)
-    observations = [[env.reset(seed=int(seeds[i // group_size]))[0]] for i, env in enumerate(envs)]
+    observations = [[env.reset(seed=int(seeds[i * len(seeds) // count]))[0]]
+                    for i, env in enumerate(envs)]
     actions, rewards, log_probs, entropies = ([[] for _ in envs] for _ in range(4))
     terminated = [False] * count
     running = list(range(count))
@@ -475,7 +487,7 @@ def update_value(agent, optimizer, batch, temperature, cfg, generator) -> float:
     for _ in range(cfg.optim_steps):
         loss = value_loss(batch.rewards, taken_log_probs(agent, batch),
                           agent.values(batch.observations), batch.mask, batch.terminated,
-                          temperature, cfg.gamma)
+                          temperature, cfg.gamma, cfg.path_length)
         first_loss = loss.item() if first_loss is None else first_loss
         optimizer_step(optimizer, loss, params, cfg.max_grad_norm)
     return first_loss
@@ -566,6 +578,7 @@ class Config:
     clip_eps: float = 2.0
     gamma: float = 0.99
     gae_lambda: float = 0.95
+    path_length: int = 0
     minibatches: int = 4
     max_grad_norm: float = 0.0
     entropy_bonus: float = 0.0
@@ -578,6 +591,7 @@ class Config:
     final_eval_episodes: int = 100
     stop_when_solved: bool = False
     max_env_steps: int = 0
+    seed_groups: bool = True
     threads: int = 1
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     label: str = ""
@@ -638,7 +652,7 @@ def validate(cfg):
                             f"got {getattr(cfg, name)}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UserError(f"--lr must be a positive number, got {cfg.lr}")
-    for name in ("seed", "max_env_steps"):
+    for name in ("seed", "max_env_steps", "path_length"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     for name in ("temp_start", "temp_end", "clip_eps", "max_grad_norm", "entropy_bonus"):
@@ -812,7 +826,8 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * (1 - iteration / cfg.iterations)
             start = time.perf_counter()
-            seeds = seed_rng.integers(0, 2**31, size=cfg.num_groups)
+            seeds = seed_rng.integers(0, 2**31, size=cfg.num_groups if cfg.seed_groups
+                                      else batch_size)
             batch = sample_episodes(envs, agent, seeds, cfg.group_size, action_generator)
             loss = update(agent, optimizer, batch, temperature, cfg, action_generator)
             if isinstance(agent.normalizer, RunningNormalizer):
@@ -945,6 +960,8 @@ def build_parser():
     add("--iterations", type=int, help="batches to sample and train on")
     add("--num-groups", type=int, help="seed groups per batch")
     add("--group-size", type=int, help="episodes per group, all reset with the group's seed")
+    add("--no-seed-groups", dest="seed_groups", action="store_false", default=None,
+        help="ablation: every episode gets its own seed instead of its group's")
     add("--batch-size", type=int, help="episodes per batch = num-groups * group-size (optional)")
     add("--optim-steps", type=int, help="optimizer steps per batch (err: PPO epochs)")
     add("--minibatches", type=int, help="err: minibatches per epoch")
@@ -957,6 +974,7 @@ def build_parser():
                                        "err: PPO ratio clip")
     add("--gamma", type=float, help="discount (value, err)")
     add("--gae-lambda", type=float, help="err: GAE lambda")
+    add("--path-length", type=int, help="value: steps per consistency path (0 = to the end)")
     add("--entropy-bonus", type=float, help="err: coefficient of the usual H(pi) "
                                                          "bonus (use with T = 0)")
     add("--baseline", choices=["value", "group"],
