@@ -140,14 +140,16 @@ def test_grouped_loss_finite_at_extreme_temperatures_and_rewards():
 
 @st.composite
 def trust_region_cases(draw):
-    """log-prob sums S0 at sampling, reward sums R, T, clip_eps, and a later point S. (G, K) each."""
+    """log-prob sums S0 at sampling, reward sums R, episode lengths, T, clip_eps (nats per step),
+    and a later point S.  (G, K) each."""
     groups, size = draw(st.integers(1, 4)), draw(st.integers(2, 6))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    temperature, clip_eps = draw(temperatures), draw(st.floats(0.1, 10))
+    temperature, clip_eps = draw(temperatures), draw(st.floats(0.01, 5))
     first = torch.as_tensor(rng.normal(-20, 10, (groups, size)))
     returns = torch.as_tensor(rng.uniform(-50, 50, (groups, size)))
+    lengths = torch.as_tensor(rng.integers(1, 50, (groups, size)), dtype=F64)
     later = first + torch.as_tensor(rng.normal(0, 3, (groups, size)))
-    return first, returns, temperature, clip_eps, later, rng
+    return first, returns, lengths, temperature, clip_eps, later, rng
 
 
 def as_single_steps(returns, log_prob_sums):
@@ -160,8 +162,8 @@ def as_single_steps(returns, log_prob_sums):
 def test_unclipped_trust_region_is_grouped_loss_everywhere(case):
     """Value and gradient equal grouped_loss at any later point, not only where the targets were
     made (an uncentred fit agrees only there)."""
-    first, returns, temperature, _, later, _ = case
-    targets = pa.trust_region_targets(first, returns, temperature, math.inf)
+    first, returns, lengths, temperature, _, later, _ = case
+    targets = pa.trust_region_targets(first, returns, lengths, temperature, math.inf)
     later = later.clone().requires_grad_()
     fitted = pa.trust_region_loss(later, targets)
     (grad_fitted,) = torch.autograd.grad(fitted, later)
@@ -178,10 +180,10 @@ def test_unclipped_trust_region_is_grouped_loss_everywhere(case):
 def test_trust_region_ignores_a_groupwide_shift_of_log_probs(case, shift):
     """Only differences within a group mean anything: a constant added to a group's log-prob sums
     (at sampling, or later) changes neither the loss nor where it is minimal."""
-    first, returns, temperature, clip_eps, later, rng = case
+    first, returns, lengths, temperature, clip_eps, later, rng = case
     which = torch.as_tensor(rng.integers(0, 2, (first.shape[0], 1)), dtype=F64)
-    targets = pa.trust_region_targets(first, returns, temperature, clip_eps)
-    moved = pa.trust_region_targets(first + shift * which, returns, temperature, clip_eps)
+    targets = pa.trust_region_targets(first, returns, lengths, temperature, clip_eps)
+    moved = pa.trust_region_targets(first + shift * which, returns, lengths, temperature, clip_eps)
     loss = pa.trust_region_loss(later, targets).item()
     close = dict(rel=1e-9, abs=1e-9 * (1 + 100 / temperature) ** 2)
     assert pa.trust_region_loss(later, moved).item() == pytest.approx(loss, **close)
@@ -191,11 +193,11 @@ def test_trust_region_ignores_a_groupwide_shift_of_log_probs(case, shift):
 
 @SETTINGS
 @given(trust_region_cases())
-def test_clipped_trust_region_moves_no_centred_log_prob_more_than_eps(case):
-    """At the clipped fit's minimum, every trajectory's centred log-prob has moved by at most eps
-    and toward R/T; unclipped where the step already fits."""
-    first, returns, temperature, clip_eps, _, _ = case
-    targets = pa.trust_region_targets(first, returns, temperature, clip_eps)
+def test_clipped_trust_region_moves_no_centred_log_prob_more_than_eps_per_step(case):
+    """At the clipped fit's minimum, every trajectory's centred log-prob has moved by at most
+    eps * its length, and toward R/T; unclipped where the whole step already fits."""
+    first, returns, lengths, temperature, clip_eps, _, _ = case
+    targets = pa.trust_region_targets(first, returns, lengths, temperature, clip_eps)
     fitted = targets.clone().requires_grad_()  # the minimum (loss 0) is the targets, up to a shift
     assert pa.trust_region_loss(fitted, targets).item() == 0
 
@@ -204,17 +206,19 @@ def test_clipped_trust_region_moves_no_centred_log_prob_more_than_eps(case):
 
     moved = centred(targets) - centred(first)
     wanted = centred(returns / temperature) - centred(first)
-    assert moved.abs().max() <= clip_eps * (1 + 1e-12)
+    assert (moved.abs() <= clip_eps * lengths * (1 + 1e-12)).all()
     assert ((moved * wanted) >= 0).all()  # each member moves the way R/T asks
-    fits = (wanted.abs().amax(1) <= clip_eps)
+    fits = (wanted.abs() <= clip_eps * lengths).all(1)
     assert torch.allclose(moved[fits], wanted[fits], atol=1e-9 * (1 + 100 / temperature))
 
 
 def test_trust_region_example_from_the_review():
-    """One group, R = (100, 0, 0, 0), T = 0.5, eps = 2: the centred fit moves the best trajectory
-    by at most 2 and the others equally; the uncentred fit took 2 nats from each of the others."""
+    """One group of one-step episodes, R = (100, 0, 0, 0), T = 0.5, eps = 2: the centred fit
+    moves the best trajectory by at most 2 and the others equally; the uncentred fit took 2 nats
+    from each of the others, a per-member clamp moves the best by 3."""
     first = torch.zeros(1, 4, dtype=F64)
-    targets = pa.trust_region_targets(first, torch.tensor([[100.0, 0, 0, 0]], dtype=F64), 0.5, 2)
+    targets = pa.trust_region_targets(first, torch.tensor([[100.0, 0, 0, 0]], dtype=F64),
+                                      torch.ones(1, 4), 0.5, 2)
     moved = targets - targets.mean(1, keepdim=True)
     assert torch.allclose(moved, torch.tensor([[2, -2 / 3, -2 / 3, -2 / 3]], dtype=F64))
 
