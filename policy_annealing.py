@@ -322,7 +322,7 @@ class RunningNormalizer(nn.Module):
 def mlp(in_dim, out_dim, hidden, out_gain, generator):
     layers = [nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
               nn.Linear(hidden, out_dim)]
-    for layer, gain in zip(layers[::2], [math.sqrt(2), math.sqrt(2), out_gain]):
+    for layer, gain in zip(layers[::2], [math.sqrt(2), math.sqrt(2), out_gain], strict=False):
         nn.init.orthogonal_(layer.weight, gain, generator=generator)
         nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
@@ -405,7 +405,7 @@ def sample_episodes(envs, agent, seeds, group_size, generator, greedy=False) -> 
             chosen_log_pi = log_pi.gather(-1, chosen[:, None]).squeeze(-1).tolist()
             entropy = policy_entropy(log_pi).tolist()
             still_running = []
-            for j, (i, action) in enumerate(zip(running, chosen.tolist())):
+            for j, (i, action) in enumerate(zip(running, chosen.tolist(), strict=False)):
                 obs_next, reward, term, trunc, _ = envs[i].step(action)
                 observations[i].append(obs_next)
                 actions[i].append(action)
@@ -1000,7 +1000,7 @@ def build_parser():
     add("--max-env-steps", type=int, help="also stop once this many env steps are used "
                                               "(0 = no limit)")
     add("--threads", type=int, help="torch threads (default 1; they change the floating-point "
-                                      "results, so a seed reproduces a run only with the same count)")
+                                    "results: a seed reproduces a run only with the same count)")
     add("--env-kwargs", type=json.loads, help="JSON passed to gym.make, e.g. "
                                                           "'{\"tree_seed\": 1}'")
     add("--label", help="name of this run in plots and reports")

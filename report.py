@@ -145,7 +145,7 @@ def plot_curves(runs, output, metric="eval_return"):
 
     envs = sorted({run["config"]["env"] for run in runs})
     fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
-    for ax, env in zip(axes[0], envs):
+    for ax, env in zip(axes[0], envs, strict=False):
         for (cell_env, label), members in cells(runs).items():
             if cell_env != env:
                 continue

@@ -84,7 +84,7 @@ def plot(result, path):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(METHODS), figsize=(4 * len(METHODS), 3.2), sharey=True)
     colors = ["tab:blue", "tab:orange", "tab:green"]
-    for ax, method in zip(axes, METHODS):
+    for ax, method in zip(axes, METHODS, strict=False):
         history = np.array(result["methods"][method]["history"])
         for arm in range(3):
             ax.plot(history[:, arm], color=colors[arm], label=f"p({ARMS[arm]})", linewidth=1)

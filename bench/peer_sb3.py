@@ -57,7 +57,7 @@ def episodes(policy, env_id, seed, stream, salt, count, greedy):
     seeds = rng.integers(2**31, 2**32, size=count)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     envs = [gym.make(env_id) for _ in range(count)]
-    obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)])
+    obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds, strict=False)])
     returns, active = np.zeros(count), np.ones(count, bool)
     while active.any():
         index = np.flatnonzero(active)
@@ -65,7 +65,7 @@ def episodes(policy, env_id, seed, stream, salt, count, greedy):
             probs = policy.get_distribution(torch.as_tensor(obs[index])).distribution.probs
         actions = (probs.argmax(1) if greedy
                    else torch.multinomial(probs, 1, generator=generator)[:, 0])
-        for i, action in zip(index, actions.tolist()):
+        for i, action in zip(index, actions.tolist(), strict=False):
             obs[i], reward, terminated, truncated, _ = envs[i].step(action)
             returns[i] += reward
             active[i] = not (terminated or truncated)
