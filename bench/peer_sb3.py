@@ -1,6 +1,6 @@
 """Peer baseline: Stable-Baselines3 PPO with the RL-Zoo's tuned hyperparameters, measured
 with policy_annealing.py's protocol and written in its experiment.json schema, so that
-`policy_annealing.py report` tabulates both.
+`report.py report` tabulates both.
 
     .venv-peer/bin/python bench/peer_sb3.py --env CartPole-v1 --seed 1000 --out DIR
 
