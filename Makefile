@@ -69,11 +69,11 @@ bench: $(VENV)/.installed .venv-peer/.installed  ## the benchmark: bench-cartpol
 	$(MAKE) bench-cartpole bench-lunar bench-report
 
 # Every algorithm and the SB3 peer in one queue, $(JOBS) runs at a time, so all run under the same
-# load. Env steps are exactly reproducible; seconds move with the load (about +-30 %).
+# load; the env-step budget ends every run (--iterations is set past it). Env steps are exactly reproducible; seconds move with the load (about +-30 %).
 bench-cartpole: $(VENV)/.installed .venv-peer/.installed  ## CartPole-v1: 3 algos + SB3 PPO x 10 report seeds 
 	mkdir -p bench runs/bench
 	for s in $(REPORT_SEEDS); do for algo in grouped value err; do \
-	  echo "$(RUN) --env CartPole-v1 --algo $$algo --seed $$s --max-env-steps $(CARTPOLE_BUDGET) --out runs/bench/CartPole-v1-$$algo-s$$s"; done; \
+	  echo "$(RUN) --env CartPole-v1 --algo $$algo --seed $$s --max-env-steps $(CARTPOLE_BUDGET) --iterations 100000 --out runs/bench/CartPole-v1-$$algo-s$$s"; done; \
 	  echo "$(PEER) --env CartPole-v1 --seed $$s --max-env-steps $(CARTPOLE_BUDGET) --out runs/bench/CartPole-v1-sb3-ppo-s$$s"; \
 	done | xargs -P $(JOBS) -I CMD sh -c CMD
 

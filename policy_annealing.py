@@ -683,6 +683,9 @@ def validate(cfg):
     if cfg.baseline == "group" and cfg.group_size < 2:
         raise UserError("--baseline group needs --group-size >= 2 (a group of one has "
                         "advantage 0)")
+    if cfg.confirm_episodes < cfg.eval_episodes:
+        raise UserError(f"--confirm-episodes {cfg.confirm_episodes} < --eval-episodes "
+                        f"{cfg.eval_episodes}: a confirmation needs at least as many episodes")
     if cfg.algo == "err" and cfg.clip_eps == 0:
         raise UserError("--algo err needs --clip-eps > 0 (the PPO ratio clip, e.g. 0.2)")
 
@@ -757,6 +760,11 @@ def evaluate(agent, envs, cfg, stream, greedy, purpose=1):
     generators, so it never perturbs them."""
     rng = np.random.default_rng([cfg.seed, stream, purpose])
     seeds = rng.integers(2**31, 2**32, size=len(envs))
+    if purpose == 2:  # fresh: no confirmation episode replays one of the evaluation it confirms
+        evaluated = np.random.default_rng([cfg.seed, stream, 1]).integers(2**31, 2**32,
+                                                                         cfg.eval_episodes)
+        while (replayed := np.isin(seeds, evaluated)).any():
+            seeds = np.where(replayed, rng.integers(2**31, 2**32, size=len(envs)), seeds)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     batch = sample_episodes(envs, agent, seeds, 1, generator, greedy=greedy)
     return batch.returns.flatten().numpy(), batch.mean_entropy
@@ -855,7 +863,7 @@ def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None
                 record["eval_return"] = float(evaluate(agent, eval_envs, cfg, iteration + 1,
                                                        greedy=False)[0].mean())
                 if solved is None and threshold is not None and record["eval_return"] >= threshold:
-                    # A crossing counts only if as many fresh episodes again also reach it.
+                    # A crossing counts only if --confirm-episodes fresh ones also reach it.
                     if len(confirm_envs) != cfg.confirm_episodes:
                         confirm_envs = [make_env(cfg) for _ in range(cfg.confirm_episodes)]
                     returns, _ = evaluate(agent, confirm_envs, cfg, iteration + 1, False, purpose=2)
@@ -978,8 +986,9 @@ def build_parser():
         help="decay the learning rate linearly to 0 over --iterations")
     add("--temp-start", type=float, help="temperature T at the first iteration")
     add("--temp-end", type=float, help="T at the last iteration (exponential schedule)")
-    add("--clip-eps", type=float, help="grouped: trust region, nats of log-prob per episode step "
-                                       "(0 = none); err: PPO ratio clip")
+    add("--clip-eps", type=float, help="grouped: trust region, nats per episode step that a "
+        "trajectory's log-prob may move relative to its group per batch (0 = none); err: PPO "
+        "ratio clip")
     add("--gamma", type=float, help="discount (value, err)")
     add("--gae-lambda", type=float, help="err: GAE lambda")
     add("--path-length", type=int, help="value: steps per consistency path (0 = to the end)")

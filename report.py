@@ -67,14 +67,19 @@ def iqm_interval(values, confidence=0.95):
 
 def cost_to_solve(run, key):
     """Env steps (key 'env_steps') or training seconds ('wall_time') to the confirmed solve; an
-    unsolved run counts as everything it was given (its budget), not as missing."""
+    unsolved run counts as everything it was given, not as missing: its env-step budget
+    (--max-env-steps) when it had one, else what it used; its training seconds."""
     summary = run["summary"]
     solved = summary.get(f"solved_{key}")
-    return (solved, True) if solved is not None else (summary[key], False)
+    if solved is not None:
+        return solved, True
+    budget = (run["config"].get("max_env_steps") or 0) if key == "env_steps" else 0
+    return max(summary[key], budget), False
 
 
 def stays_solved(run):
-    """After the first confirmed solve: fraction of evaluations >= threshold, and the lowest."""
+    """After the first confirmed solve: the fraction of later evaluations (each of
+    --eval-episodes sampled episodes) >= threshold, and the lowest."""
     summary, history = run["summary"], run["history"]
     if summary.get("solved_iteration") is None:
         return None
@@ -100,16 +105,18 @@ def summarise(members, key, fmt):
 
 def report_table(runs):
     config = runs[0]["config"]
+    episodes = (config.get("eval_episodes", 32), config.get("confirm_episodes", 100))
     rows = [f"Machine: {os.cpu_count()} CPU cores, torch threads per run {config.get('threads')};"
             " " + ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items()) + ".",
-            "Solved = confirmed: an evaluation (mean of 32 sampled-action episodes on unseen seeds)"
-            " reaches the env's reward threshold and a fresh evaluation of 100 more episodes of the"
-            " same policy does too. An unsolved run counts as its whole budget (marked unsolved)."
+            f"Solved = confirmed: an evaluation (mean of {episodes[0]} sampled-action episodes on"
+            " unseen seeds) reaches the env's reward threshold and a fresh evaluation of"
+            f" {episodes[1]} more episodes of the same policy does too. An unsolved run counts as"
+            " its whole env-step budget (marked unsolved); an error is listed under the table."
             " IQM = interquartile mean with a 95 % percentile-bootstrap CI (scipy.stats.bootstrap,"
             " 10,000 resamples). Seconds are training time (sampling + updates), evaluation"
             " excluded. Final return: 100 fresh episodes, median (worst seed). Stays solved: after"
             " the first confirmed solve (runs without --stop-when-solved), the share of later"
-            " evaluations >= threshold, pooled, and the lowest one.", "",
+            " evaluations >= threshold, averaged over runs, and the lowest one.", "",
             "| env | run | seeds | solved | env steps: median | IQM [95% CI] | worst | training s:"
             " median | IQM [95% CI] | worst | final sampled | final greedy | stays solved |",
             "|" + "---|" * 13]
@@ -130,6 +137,11 @@ def report_table(runs):
                     f"{summarise(members, 'env_steps', lambda v: f'{v:,.0f}')} | "
                     f"{summarise(members, 'wall_time', lambda v: f'{v:.1f}')} | "
                     f"{final_text['sampled']} | {final_text['greedy']} | {stay_text} |")
+    errors = [f"- {run['config']['env']} {run_label(run)} seed {run['config']['seed']}: "
+              f"{run['summary']['error']}" for run in runs
+              if run.get("summary") and run["summary"].get("error")]
+    if errors:
+        rows += ["", "Runs that ended in an error:", *errors]
     return "\n".join(rows) + "\n"
 
 
