@@ -69,22 +69,23 @@ bench: $(VENV)/.installed .venv-peer/.installed  ## the benchmark: bench-cartpol
 	$(MAKE) bench-cartpole bench-lunar bench-report
 
 # Every algorithm and the SB3 peer in one queue, $(JOBS) runs at a time, so all run under the same
-# load; the env-step budget ends every run (--iterations is set past it). Env steps are exactly reproducible; seconds move with the load (about +-30 %).
-bench-cartpole: $(VENV)/.installed .venv-peer/.installed  ## CartPole-v1: 3 algos + SB3 PPO x 10 report seeds 
+# load; the env-step budget ends every run (--iterations is set past it). Env steps are exactly
+# reproducible; seconds move with the load. The RL-Zoo's LunarLander PPO has no schedule that
+# depends on its budget, so the peer runs its tuned settings on our budget. $(1) env, $(2) seeds,
+# $(3) env-step budget.
+define bench_queue
 	mkdir -p bench runs/bench
-	for s in $(REPORT_SEEDS); do for algo in grouped value err; do \
-	  echo "$(RUN) --env CartPole-v1 --algo $$algo --seed $$s --max-env-steps $(CARTPOLE_BUDGET) --iterations 100000 --out runs/bench/CartPole-v1-$$algo-s$$s"; done; \
-	  echo "$(PEER) --env CartPole-v1 --seed $$s --max-env-steps $(CARTPOLE_BUDGET) --out runs/bench/CartPole-v1-sb3-ppo-s$$s"; \
+	for s in $(2); do for algo in grouped value err; do \
+	  echo "$(RUN) --env $(1) --algo $$algo --seed $$s --max-env-steps $(3) --iterations 100000 --out runs/bench/$(1)-$$algo-s$$s"; done; \
+	  echo "$(PEER) --env $(1) --seed $$s --max-env-steps $(3) --out runs/bench/$(1)-sb3-ppo-s$$s"; \
 	done | xargs -P $(JOBS) -I CMD sh -c CMD
+endef
 
-# One env-step budget ends every run (--iterations is set past it). The RL-Zoo's LunarLander PPO
-# has no schedule that depends on its budget, so the peer runs its tuned settings on the same one.
+bench-cartpole: $(VENV)/.installed .venv-peer/.installed  ## CartPole-v1: 3 algos + SB3 PPO x 10 report seeds
+	$(call bench_queue,CartPole-v1,$(REPORT_SEEDS),$(CARTPOLE_BUDGET))
+
 bench-lunar: $(VENV)/.installed .venv-peer/.installed  ## LunarLander-v3: 3 algos + SB3 PPO x 5 report seeds
-	mkdir -p bench runs/bench
-	for s in $(LUNAR_SEEDS); do for algo in err grouped value; do \
-	  echo "$(RUN) --env LunarLander-v3 --algo $$algo --seed $$s --max-env-steps $(LUNAR_BUDGET) --iterations 100000 --out runs/bench/LunarLander-v3-$$algo-s$$s"; done; \
-	  echo "$(PEER) --env LunarLander-v3 --seed $$s --max-env-steps $(LUNAR_BUDGET) --out runs/bench/LunarLander-v3-sb3-ppo-s$$s"; \
-	done | xargs -P $(JOBS) -I CMD sh -c CMD
+	$(call bench_queue,LunarLander-v3,$(LUNAR_SEEDS),$(LUNAR_BUDGET))
 
 # Does the main job stay solved? Full 100-iteration CartPole runs, no early stop.
 bench-stability: $(VENV)/.installed  ## CartPole-v1: 3 algos x 3 seeds, 100 iterations, no early stop
