@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import torch
 from PIL import Image, ImageDraw
 
@@ -18,22 +19,13 @@ import policy_annealing as pa  # noqa: E402
 
 
 def episode_frames(agent, cfg, seed, greedy, generator, every):
-    """Frames (every `every`-th) and the return of one episode."""
-    env = pa.make_env(cfg, render_mode="rgb_array")
-    obs, _ = env.reset(seed=seed)
-    frames, total, done, step = [], 0.0, False, 0
-    while not done:
-        if step % every == 0:
-            frames.append(env.render())
-        with torch.no_grad():
-            log_pi = agent.log_probs(torch.as_tensor(obs).float()[None])[0]
-        action = (int(log_pi.argmax()) if greedy
-                  else int(torch.multinomial(log_pi.exp(), 1, generator=generator)))
-        obs, reward, terminated, truncated, _ = env.step(action)
-        total, done, step = total + float(reward), terminated or truncated, step + 1
-    frames.append(env.render())
+    """Frames (every `every`-th, and the last) and the return of one episode, run by the
+    module's own sampler so the policy acts exactly as in training and evaluation."""
+    env = gym.wrappers.RenderCollection(pa.make_env(cfg, render_mode="rgb_array"))
+    batch = pa.sample_episodes([env], agent, [seed], 1, generator, greedy=greedy)
+    frames = env.render()
     env.close()
-    return frames, total
+    return frames[::every] + frames[-1:], float(batch.returns.sum())
 
 
 def panel(frame, text, scale):
