@@ -19,8 +19,9 @@ $(VENV)/.installed: requirements.txt
 test: $(VENV)/.installed  ## run the test suite (builds .venv first if needed)
 	$(PY) -m pytest -q -n 2 -W "ignore:builtin type:DeprecationWarning" test_policy_annealing.py
 
-lint: $(VENV)/.installed  ## ruff's lint rules (ruff.toml); the formatter check waits for the redesign
+lint: $(VENV)/.installed  ## ruff's lint rules and its formatter, as configured in ruff.toml
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 cartpole: $(VENV)/.installed  ## train grouped annealing on CartPole-v1 until solved
 	$(PY) policy_annealing.py --env CartPole-v1 --algo grouped --stop-when-solved

@@ -12,8 +12,8 @@ is then one constant (-T log Z) for every trajectory from that state.  Three way
   value    learn V(s) and enforce the discounted, bootstrapped per-step form  -> value_loss
   err      feed R' = R - T log p to an ordinary (PPO) policy gradient          -> err_rewards
 
-Sections: 1 Boltzmann math, 2 losses, 3 environments, networks and the seed-grouped sampler,
-4 update steps per algorithm, 5 training loop, checkpoints, logging and CLI.
+Sections: 1 Boltzmann math, 2 losses, 3 networks and sampler, 4 updates, 5 training loop, 6 CLI.
+Beside it: run_io.py (env, files, signals), tree_env.py (Tree-v0, the exact check), report.py.
 Tensors are laid out (num_groups, group_size, steps, ...); batch = num_groups * group_size.
 `mask` is True on real steps; steps past an episode's end are padding and may hold anything.
 """
@@ -22,15 +22,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
-import os
-import resource
-import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -38,9 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-# ================================================================================================
-# 1. Boltzmann math
-# ================================================================================================
+import run_io
+from run_io import UserError
+
+gym.register("Tree-v0", entry_point="tree_env:TreeEnv")  # imported only when made
+
+# ==== 1. Boltzmann math ===========================================================================
 
 
 def boltzmann_log_probs(returns: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -79,14 +77,12 @@ def discounted_sum_ahead(values, mask, discount, horizon=0) -> torch.Tensor:
     steps = values.shape[-1]
     offset = torch.arange(steps, device=values.device)
     power = (offset[None, :] - offset[:, None]).to(values.dtype)  # [t, j] = j - t
-    weights = torch.where((power >= 0) & (power < (horizon or steps)),
-                          discount ** power.clamp(min=0), 0)
+    band = (power >= 0) & (power < (horizon or steps))
+    weights = torch.where(band, discount ** power.clamp(min=0), 0)
     return torch.where(mask, values, 0) @ weights.T
 
 
-# ================================================================================================
-# 2. Losses
-# ================================================================================================
+# ==== 2. Losses ===================================================================================
 # Padding counts as nothing.  The original implementation filled steps after termination with
 # log(1/|A|); that adds T log|A| per missing step to a shorter episode's V', a bias toward ending
 # early that has nothing to do with the rewards.  Here a padded step adds 0 to every sum.
@@ -96,9 +92,8 @@ def grouped_loss(rewards, log_probs, mask, temperature) -> torch.Tensor:
     """Mean squared within-group deviation of sum_t log p_t - sum_t R_t / T (= -V'/T).
 
     rewards, log_probs, mask: (num_groups, group_size, steps) -> scalar >= 0.  In log-probability
-    units, so its scale does not depend on the reward scale; zero exactly when p ∝ exp(R/T)
-    inside every group.  Its gradient is REINFORCE on the ERR return with a group-mean baseline.
-    """
+    units, so its scale does not depend on the reward scale; zero exactly when p ∝ exp(R/T) inside
+    every group.  Its gradient is REINFORCE on the ERR return with a group-mean baseline."""
     # -V'/T computed directly: T * (...) / T would lose precision at small T.
     minus_value = masked_sum(log_probs, mask) - masked_sum(rewards, mask) / temperature  # (G, K)
     deviation = minus_value - minus_value.mean(dim=1, keepdim=True)
@@ -134,8 +129,9 @@ def trust_region_loss(log_prob_sums, targets) -> torch.Tensor:
     return (residual - residual.mean(dim=1, keepdim=True)).square().mean()
 
 
-def value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma,
-               path_length=0) -> torch.Tensor:
+def value_loss(
+    rewards, log_probs, values, mask, terminated, temperature, gamma, path_length=0
+) -> torch.Tensor:
     """Path consistency over paths of d = path_length steps (Nachum et al. 2017):
     V(s_t) = sum_{i<m} gamma^i (R_{t+i} - T log p_{t+i}) + gamma^m V(s_{t+m}), m = min(d, steps
     left); d = 0 is the whole rest of the episode, d = 1 the one-step form
@@ -151,16 +147,17 @@ def value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma,
     lengths, t = mask.sum(-1, keepdim=True), torch.arange(steps)
     # index of s_{t+m}, m = end - t: (..., steps), or for d = 0 the episode's end, (..., 1)
     end = torch.minimum(t + path_length, lengths) if path_length else lengths
-    soft_return = discounted_sum_ahead(err_rewards(rewards, torch.where(mask, log_probs, 0),
-                                                   temperature), mask, gamma, path_length)
+    soft_rewards = err_rewards(rewards, torch.where(mask, log_probs, 0), temperature)
+    soft_return = discounted_sum_ahead(soft_rewards, mask, gamma, path_length)
     end_value = torch.where((end == lengths) & terminated[..., None], 0, values.gather(-1, end))
     target = soft_return + gamma ** (end - t).clamp(min=0).to(values.dtype) * end_value
     residual = torch.where(mask, values[..., :steps] - target, 0)  # masked before squaring
     return residual.square().sum() / mask.sum().clamp(min=1)
 
 
-def soft_advantages(rewards, behaviour_log_probs, values, mask, terminated, temperature, gamma,
-                    gae_lambda):
+def soft_advantages(
+    rewards, behaviour_log_probs, values, mask, terminated, temperature, gamma, gae_lambda
+):
     """GAE on the ERR rewards: the advantage and the soft return for PPO (--algo err).
     rewards, behaviour_log_probs, mask: (..., steps); values: (..., steps + 1)
     -> advantages, soft returns: (..., steps) each."""
@@ -188,112 +185,11 @@ def clipped_policy_loss(log_probs, old_log_probs, advantages, clip_eps) -> torch
     return -torch.minimum(ratio * advantages, clipped * advantages).mean()
 
 
-# ================================================================================================
-# 3. Environments, networks and the seed-grouped sampler
-# ================================================================================================
-
-
-class TreeEnv(gym.Env):
-    """A small deterministic tree, enumerable so the Boltzmann law can be checked exactly.
-
-    Each node has `num_actions` children; a branch ends at `depth` or, with probability
-    `early_end`, earlier, so episodes differ in length.  Rewards are fixed by `tree_seed`; the
-    observation is the one-hot index of the node.  Nodes 0 .. num_starts - 1 are the roots of
-    separate subtrees; reset(seed) starts at root seed % num_starts, so a seed fixes the start."""
-
-    metadata = {"render_modes": []}
-
-    def __init__(self, depth=4, num_actions=3, tree_seed=0, early_end=0.3, num_starts=1,
-                 render_mode=None):
-        rng = np.random.default_rng(tree_seed)
-        self.num_starts, frontier = num_starts, list(range(num_starts))  # the roots
-        self.children, self.rewards = [[] for _ in frontier], [[] for _ in frontier]
-        node_depth = [0] * num_starts
-        while frontier:
-            node = frontier.pop(0)
-            if node_depth[node] == depth or (node >= num_starts and rng.random() < early_end):
-                continue  # a leaf: no children
-            for _ in range(num_actions):
-                self.children.append([])
-                self.rewards.append([])
-                node_depth.append(node_depth[node] + 1)
-                self.children[node].append(len(self.children) - 1)
-                frontier.append(len(self.children) - 1)
-            self.rewards[node] = [float(r) for r in rng.uniform(-1, 1, num_actions)]
-        self.num_nodes = len(self.children)
-        self.observation_space = gym.spaces.Box(0, 1, (self.num_nodes,), np.float32)
-        self.action_space = gym.spaces.Discrete(num_actions)
-
-    def one_hot(self, node):
-        obs = np.zeros(self.num_nodes, np.float32)
-        obs[node] = 1
-        return obs
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.node = (seed % self.num_starts if seed is not None
-                     else int(self.np_random.integers(self.num_starts)))
-        return self.one_hot(self.node), {}
-
-    def step(self, action):
-        reward = self.rewards[self.node][action]
-        self.node = self.children[self.node][action]
-        return self.one_hot(self.node), reward, not self.children[self.node], False, {}
-
-
-gym.register("Tree-v0", entry_point=TreeEnv)
-
-
-def soft_value_iteration(env: TreeEnv, temperature: float, gamma: float = 1.0):
-    """Exact soft-optimal V* and log pi* of a TreeEnv, leaves first.
-
-    V*(s) = T log sum_a exp((r(s,a) + gamma V*(s'_a)) / T); log pi*(a|s) = that term's log-softmax.
-    Returns V* (num_nodes,) and log pi* (num_nodes, num_actions), rows of leaves left at 0."""
-    values = torch.zeros(env.num_nodes, dtype=torch.float64)
-    log_policy = torch.zeros(env.num_nodes, env.action_space.n, dtype=torch.float64)
-    for node in reversed(range(env.num_nodes)):  # children always have larger indices
-        if env.children[node]:
-            q = torch.tensor(env.rewards[node], dtype=torch.float64) + gamma * values[
-                env.children[node]]
-            values[node] = temperature * torch.logsumexp(q / temperature, 0)
-            log_policy[node] = boltzmann_log_probs(q, temperature)
-    return values, log_policy
-
-
-def enumerate_trajectories(env: TreeEnv, start=0):
-    """Every start-to-leaf path as (nodes visited before each action, actions, rewards)."""
-    paths, stack = [], [([start], [], [])]
-    while stack:
-        nodes, actions, rewards = stack.pop()
-        node = nodes[-1]
-        if not env.children[node]:
-            paths.append((nodes[:-1], actions, rewards))
-            continue
-        for action, child in enumerate(env.children[node]):
-            reward = env.rewards[node][action]
-            stack.append((nodes + [child], actions + [action], rewards + [reward]))
-    return paths
-
-
-@torch.no_grad()
-def exact_trajectory_kl(agent, env: TreeEnv, temperature: float, per_start=False):
-    """KL(p_policy(tau|s) || p_Boltzmann(tau|s)) over every trajectory from each start s,
-    p_Boltzmann(tau|s) ∝ exp(R(tau)/T): the mean over starts, or with per_start their list."""
-    env = env.unwrapped
-    log_pi = agent.log_probs(torch.eye(env.num_nodes)).double()  # (num_nodes, num_actions)
-    kls = []
-    for start in range(env.num_starts):
-        paths = enumerate_trajectories(env, start)
-        log_p = torch.stack([log_pi[nodes, actions].sum() for nodes, actions, _ in paths])
-        returns = torch.tensor([sum(rewards) for *_, rewards in paths], dtype=torch.float64)
-        kls.append(float((log_p.exp() * (log_p - boltzmann_log_probs(returns, temperature)))
-                         .sum()))
-    return kls if per_start else sum(kls) / len(kls)
+# ==== 3. Networks and the seed-grouped sampler ====================================================
 
 
 class RunningNormalizer(nn.Module):
     """Observation normalisation from running mean and variance (Chan et al.'s parallel update).
-
     Used for every env rather than the observation space's bounds: CartPole's velocity bounds are
     infinite and LunarLander's are loose (+-10 for values near +-1).  Updated from training
     batches only, after each update, so sampling and the update see the same policy.  Its
@@ -309,23 +205,20 @@ class RunningNormalizer(nn.Module):
         return ((obs - self.mean) / (self.var + 1e-8).sqrt()).clamp(-10, 10).to(obs.dtype)
 
     def update(self, obs):  # obs: (n, dim)
-        obs = obs.double()
-        n, mean, var = obs.shape[0], obs.mean(0), obs.var(0, unbiased=False)
-        total = self.count + n
-        delta = mean - self.mean
-        self.var.copy_((self.var * self.count + var * n + delta.square() * self.count * n / total)
-                       / total)
+        n, mean, var = obs.shape[0], obs.double().mean(0), obs.double().var(0, unbiased=False)
+        total, delta = self.count + n, mean - self.mean
+        pooled = self.var * self.count + var * n + delta.square() * self.count * n / total
+        self.var.copy_(pooled / total)
         self.mean.add_(delta * n / total)
         self.count.copy_(total)
 
 
 def mlp(in_dim, out_dim, hidden, out_gain, generator):
-    layers = [nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
-              nn.Linear(hidden, out_dim)]
-    for layer, gain in zip(layers[::2], [math.sqrt(2), math.sqrt(2), out_gain], strict=False):
+    linears = [nn.Linear(in_dim, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, out_dim)]
+    for layer, gain in zip(linears, [math.sqrt(2), math.sqrt(2), out_gain], strict=True):
         nn.init.orthogonal_(layer.weight, gain, generator=generator)
         nn.init.zeros_(layer.bias)
-    return nn.Sequential(*layers)
+    return nn.Sequential(linears[0], nn.Tanh(), linears[1], nn.Tanh(), linears[2])
 
 
 class Agent(nn.Module):
@@ -346,7 +239,7 @@ class Agent(nn.Module):
         return self.value(self.normalizer(obs)).squeeze(-1)
 
 
-@dataclass
+@dataclasses.dataclass
 class Batch:
     observations: torch.Tensor  # (G, K, steps + 1, obs_dim); index = length: obs after last step
     actions: torch.Tensor  # (G, K, steps) long
@@ -361,24 +254,8 @@ class Batch:
         return masked_sum(self.rewards, self.mask)
 
     @property
-    def env_steps(self):
-        return int(self.mask.sum())
-
-    @property
     def mean_entropy(self):  # over real steps
         return float(masked_sum(self.entropies, self.mask).sum() / self.mask.sum())
-
-
-class Interrupted(Exception):
-    """Raised between env or optimizer steps once SIGINT/SIGTERM arrived."""
-
-
-STOP_SIGNAL = []  # set by the signal handler; checked between steps, never mid-write
-
-
-def check_stop():
-    if STOP_SIGNAL:
-        raise Interrupted
 
 
 def sample_episodes(envs, agent, seeds, group_size, generator, greedy=False) -> Batch:
@@ -386,64 +263,44 @@ def sample_episodes(envs, agent, seeds, group_size, generator, greedy=False) -> 
     its group's seed if there is one per group, its own if one per episode (--no-seed-groups).
 
     Only running episodes are stepped: one batched policy forward per time step over them, and no
-    env step after an episode ends, so batch.env_steps is exact."""
+    env step after an episode ends, so the mask counts env steps exactly."""
     count = len(envs)
-    observations = [[env.reset(seed=int(seeds[i * len(seeds) // count]))[0]]
-                    for i, env in enumerate(envs)]
-    actions, rewards, log_probs, entropies = ([[] for _ in envs] for _ in range(4))
-    terminated = [False] * count
-    running = list(range(count))
+    seed_of = [int(seeds[i * len(seeds) // count]) for i in range(count)]
+    observations = [[env.reset(seed=seed)[0]] for env, seed in zip(envs, seed_of, strict=True)]
+    steps = [[] for _ in envs]  # per episode, per step: (action, reward, log_prob, entropy)
+    terminated, ended, running = [False] * count, [False] * count, list(range(count))
     with torch.inference_mode():  # no autograd bookkeeping while stepping
         while running:
-            check_stop()
+            run_io.check_stop()
             obs = torch.as_tensor(np.stack([observations[i][-1] for i in running]))
             log_pi = agent.log_probs(obs.float())
             if greedy:
                 chosen = log_pi.argmax(-1)
             else:
                 chosen = torch.multinomial(log_pi.exp(), 1, generator=generator).squeeze(-1)
-            chosen_log_pi = log_pi.gather(-1, chosen[:, None]).squeeze(-1).tolist()
-            entropy = policy_entropy(log_pi).tolist()
-            still_running = []
-            for j, (i, action) in enumerate(zip(running, chosen.tolist(), strict=False)):
-                obs_next, reward, term, trunc, _ = envs[i].step(action)
-                observations[i].append(obs_next)
-                actions[i].append(action)
-                rewards[i].append(float(reward))
-                log_probs[i].append(chosen_log_pi[j])
-                entropies[i].append(entropy[j])
-                if term or trunc:
-                    terminated[i] = bool(term)
-                else:
-                    still_running.append(i)
-            running = still_running
-    return pad_episodes(observations, actions, rewards, log_probs, entropies, terminated,
-                        group_size)
+            taken = log_pi.gather(-1, chosen[:, None]).squeeze(-1).tolist()
+            stepped = zip(chosen.tolist(), taken, policy_entropy(log_pi).tolist(), strict=True)
+            for i, (action, log_prob, entropy) in zip(running, stepped, strict=True):
+                obs, reward, terminated[i], truncated, _ = envs[i].step(action)
+                observations[i].append(obs)
+                steps[i].append((action, float(reward), log_prob, entropy))
+                ended[i] = terminated[i] or truncated
+            running = [i for i in running if not ended[i]]
+
+    def padded(rows, dtype):  # one sequence per episode -> (G, K, longest, ...), 0 after its end
+        sequences = [torch.as_tensor(np.array(row), dtype=dtype) for row in rows]
+        padded = nn.utils.rnn.pad_sequence(sequences, batch_first=True)
+        return padded.reshape(count // group_size, group_size, *padded.shape[1:])
+
+    # the Batch's columns, one sequence per episode: steps[i] transposed, then the mask
+    columns = [observations, *zip(*[zip(*episode, strict=True) for episode in steps], strict=True)]
+    columns.append([[True] * len(episode) for episode in steps])
+    dtypes = [torch.float32, torch.long, torch.float32, torch.float32, torch.float32, torch.bool]
+    terminated = torch.tensor(terminated).reshape(count // group_size, group_size)
+    return Batch(*map(padded, columns, dtypes), terminated)
 
 
-def pad_episodes(observations, actions, rewards, log_probs, entropies, terminated, group_size):
-    count, steps = len(actions), max(len(a) for a in actions)
-    obs_dim = len(observations[0][0])
-    obs = np.zeros((count, steps + 1, obs_dim), np.float32)
-    padded = {name: np.zeros((count, steps), np.float32) for name in ("r", "lp", "h")}
-    act = np.zeros((count, steps), np.int64)
-    mask = np.zeros((count, steps), bool)
-    for i, length in enumerate(map(len, actions)):
-        obs[i, :length + 1] = observations[i]
-        act[i, :length], mask[i, :length] = actions[i], True
-        for name, source in (("r", rewards), ("lp", log_probs), ("h", entropies)):
-            padded[name][i, :length] = source[i]
-
-    def grouped(array):  # (batch, ...) -> (num_groups, group_size, ...)
-        return torch.from_numpy(array).reshape(count // group_size, group_size, *array.shape[1:])
-
-    return Batch(grouped(obs), grouped(act), grouped(padded["r"]), grouped(padded["lp"]),
-                 grouped(padded["h"]), grouped(mask), grouped(np.array(terminated)))
-
-
-# ================================================================================================
-# 4. Update steps, one per algorithm
-# ================================================================================================
+# ==== 4. Update steps, one per algorithm ==========================================================
 
 
 def taken_log_probs(agent, batch) -> torch.Tensor:
@@ -452,14 +309,10 @@ def taken_log_probs(agent, batch) -> torch.Tensor:
     return log_pi.gather(-1, batch.actions[..., None]).squeeze(-1)
 
 
-class NonFinite(Exception):
-    pass
-
-
 def optimizer_step(optimizer, loss, params, max_grad_norm):
-    check_stop()
+    run_io.check_stop()
     if not torch.isfinite(loss):
-        raise NonFinite(f"loss became {loss.item()}")
+        raise FloatingPointError(f"loss became {loss.item()}")
     optimizer.zero_grad()
     loss.backward()
     if max_grad_norm:
@@ -469,20 +322,19 @@ def optimizer_step(optimizer, loss, params, max_grad_norm):
 
 def update_grouped(agent, optimizer, batch, temperature, cfg, generator) -> float:
     """--optim-steps full-batch steps on grouped_loss, or on its trust-region form."""
-    params = list(agent.parameters())
+    params, rewards, mask = list(agent.parameters()), batch.rewards, batch.mask
     with torch.no_grad():
         log_probs = taken_log_probs(agent, batch)
-        log_prob_sums = masked_sum(log_probs, batch.mask)
-        first_loss = grouped_loss(batch.rewards, log_probs, batch.mask, temperature).item()
-        targets = (trust_region_targets(log_prob_sums, batch.returns, batch.mask.sum(-1),
-                                        temperature, cfg.clip_eps)
-                   if cfg.clip_eps else None)
+        first_loss = grouped_loss(rewards, log_probs, mask, temperature).item()
+        if cfg.clip_eps:  # the trust region: targets fixed for the whole batch
+            sums, returns, lengths = masked_sum(log_probs, mask), batch.returns, mask.sum(-1)
+            targets = trust_region_targets(sums, returns, lengths, temperature, cfg.clip_eps)
     for _ in range(cfg.optim_steps):
         log_probs = taken_log_probs(agent, batch)
-        if targets is None:
-            loss = grouped_loss(batch.rewards, log_probs, batch.mask, temperature)
+        if cfg.clip_eps:
+            loss = trust_region_loss(masked_sum(log_probs, mask), targets)
         else:
-            loss = trust_region_loss(masked_sum(log_probs, batch.mask), targets)
+            loss = grouped_loss(rewards, log_probs, mask, temperature)
         optimizer_step(optimizer, loss, params, cfg.max_grad_norm)
     return first_loss
 
@@ -490,10 +342,12 @@ def update_grouped(agent, optimizer, batch, temperature, cfg, generator) -> floa
 def update_value(agent, optimizer, batch, temperature, cfg, generator) -> float:
     """--optim-steps full-batch steps on value_loss, policy and value networks together."""
     params, first_loss = list(agent.parameters()), None
+    rewards, mask, terminated = batch.rewards, batch.mask, batch.terminated
     for _ in range(cfg.optim_steps):
-        loss = value_loss(batch.rewards, taken_log_probs(agent, batch),
-                          agent.values(batch.observations), batch.mask, batch.terminated,
-                          temperature, cfg.gamma, cfg.path_length)
+        log_probs, values = taken_log_probs(agent, batch), agent.values(batch.observations)
+        loss = value_loss(
+            rewards, log_probs, values, mask, terminated, temperature, cfg.gamma, cfg.path_length
+        )
         first_loss = loss.item() if first_loss is None else first_loss
         optimizer_step(optimizer, loss, params, cfg.max_grad_norm)
     return first_loss
@@ -501,27 +355,25 @@ def update_value(agent, optimizer, batch, temperature, cfg, generator) -> float:
 
 def update_err(agent, optimizer, batch, temperature, cfg, generator) -> float:
     """PPO on the ERR rewards R - T log p_behaviour: --optim-steps epochs of --minibatches.
-
     T = 0 is plain PPO; --entropy-bonus adds the usual c * H(pi) to the objective."""
     params = list(agent.parameters())
+    rewards, behaviour, mask = batch.rewards, batch.log_probs, batch.mask
     with torch.no_grad():
         if cfg.baseline == "group":
-            advantages = group_advantages(batch.rewards, batch.log_probs, batch.mask, temperature)
-            soft_returns = None
+            advantages, soft_returns = group_advantages(rewards, behaviour, mask, temperature), None
         else:
+            values, terminated = agent.values(batch.observations), batch.terminated
             advantages, soft_returns = soft_advantages(
-                batch.rewards, batch.log_probs, agent.values(batch.observations), batch.mask,
-                batch.terminated, temperature, cfg.gamma, cfg.gae_lambda)
-    real = batch.mask
-    obs, actions = batch.observations[..., :-1, :][real], batch.actions[real]
-    old_log_probs, advantages = batch.log_probs[real], advantages[real]
-    soft_returns = soft_returns[real] if soft_returns is not None else None
+                rewards, behaviour, values, mask, terminated, temperature, cfg.gamma, cfg.gae_lambda
+            )
+    obs, actions = batch.observations[..., :-1, :][mask], batch.actions[mask]
+    old_log_probs, advantages = behaviour[mask], advantages[mask]
+    soft_returns = soft_returns[mask] if soft_returns is not None else None
     # No division by the advantages' std, as PPO usually does: near the Boltzmann policy the ERR
     # advantages shrink to 0, and rescaling them to unit std would keep the policy moving forever.
     losses = []
     for _ in range(cfg.optim_steps):
-        order = torch.randperm(len(actions), generator=generator)
-        for idx in order.chunk(cfg.minibatches):
+        for idx in torch.randperm(len(actions), generator=generator).chunk(cfg.minibatches):
             log_pi = agent.log_probs(obs[idx])
             log_probs = log_pi.gather(-1, actions[idx, None]).squeeze(-1)
             loss = clipped_policy_loss(log_probs, old_log_probs[idx], advantages[idx], cfg.clip_eps)
@@ -537,16 +389,191 @@ def update_err(agent, optimizer, batch, temperature, cfg, generator) -> float:
 UPDATES = {"grouped": update_grouped, "value": update_value, "err": update_err}
 
 
-# ================================================================================================
-# 5. Training loop, checkpoints, logging and CLI
-# ================================================================================================
+# ==== 5. Training loop ============================================================================
 
-# Per-env defaults; a flag given on the command line wins.  Chosen by the sweeps in the README.
+
+def make_agent(cfg: Config, env: gym.Env, with_value: bool) -> Agent:
+    obs_dim, num_actions = env.observation_space.shape[0], int(env.action_space.n)
+    return Agent(obs_dim, num_actions, cfg.hidden, with_value, cfg.obs_norm, seed=cfg.seed)
+
+
+def temperature_at(cfg: Config, iteration: int) -> float:
+    """Exponential schedule temp_start -> temp_end over the run (constant when they are equal)."""
+    if cfg.temp_start == cfg.temp_end or cfg.iterations <= 1:
+        return cfg.temp_start
+    return cfg.temp_start * (cfg.temp_end / cfg.temp_start) ** (iteration / (cfg.iterations - 1))
+
+
+def evaluate(agent, envs, cfg: Config, stream: int, greedy: bool, purpose: int = 1):
+    """Returns and mean entropy of len(envs) episodes on seeds never used in training (those are
+    below 2^31, these at or above).  Deterministic given (seed, stream, purpose: 1 evaluation,
+    2 confirmation) and independent of the training generators: it never perturbs them."""
+    rng = np.random.default_rng([cfg.seed, stream, purpose])
+    seeds = rng.integers(2**31, 2**32, size=len(envs))
+    if purpose == 2:  # fresh: no confirmation episode replays one of the evaluation it confirms
+        evaluation_rng = np.random.default_rng([cfg.seed, stream, 1])
+        evaluated = evaluation_rng.integers(2**31, 2**32, cfg.eval_episodes)
+        while (replayed := np.isin(seeds, evaluated)).any():
+            seeds = np.where(replayed, rng.integers(2**31, 2**32, size=len(envs)), seeds)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    batch = sample_episodes(envs, agent, seeds, 1, generator, greedy=greedy)
+    return batch.returns.flatten().numpy(), batch.mean_entropy
+
+
+def solves(record: dict, threshold: float | None) -> bool:
+    """Solved means confirmed: an evaluation reached the env's threshold and --confirm-episodes
+    fresh episodes of the same policy did too.  A lucky evaluation alone does not count."""
+    confirmed = record.get("confirm_return")
+    return threshold is not None and confirmed is not None and confirmed >= threshold
+
+
+def final_evaluation(agent, cfg: Config) -> dict:
+    """Mean and std of --final-eval-episodes fresh episodes, sampled and greedy."""
+    envs, result = [run_io.make_env(cfg) for _ in range(cfg.final_eval_episodes)], {}
+    for mode in ("sampled", "greedy"):
+        returns, entropy = evaluate(agent, envs, cfg, 0, greedy=mode == "greedy")
+        result[mode] = dict(mean=float(returns.mean()), std=float(returns.std()), entropy=entropy)
+    return result
+
+
+def train(cfg: Config, run_dir: Path) -> dict:
+    """Sample a seed-grouped batch, update, evaluate, record; until --iterations, a confirmed
+    solve (with --stop-when-solved) or --max-env-steps.  Returns what experiment.json holds."""
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(cfg.threads)
+    envs = [run_io.make_env(cfg) for _ in range(cfg.num_groups * cfg.group_size)]
+    # with --render, the first episode of every evaluation is shown or recorded
+    eval_envs = [run_io.make_env(cfg, None if i else run_dir) for i in range(cfg.eval_episodes)]
+    confirm_envs = [run_io.make_env(cfg) for _ in range(cfg.confirm_episodes)]
+    threshold = envs[0].spec.reward_threshold if envs[0].spec else None
+    exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
+    agent = make_agent(cfg, envs[0], with_value=cfg.algo != "grouped")
+    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
+    seed_rng = np.random.default_rng(cfg.seed)  # env seeds of training batches
+    action_generator = torch.Generator().manual_seed(cfg.seed)  # actions and minibatch order
+    run = run_io.Run(cfg, run_dir, agent, optimizer, (seed_rng, action_generator))
+    solved = next((record for record in run.history if solves(record, threshold)), None)
+    error = final_eval = None
+    try:
+        while run.state["iteration"] < cfg.iterations and not (cfg.stop_when_solved and solved):
+            if 0 < cfg.max_env_steps <= run.state["env_steps"]:
+                break
+            iteration, start = run.state["iteration"], time.perf_counter()
+            temperature = temperature_at(cfg, iteration)
+            if cfg.lr_decay:  # linear to 0: Adam's steps stay ~lr near the optimum otherwise
+                optimizer.param_groups[0]["lr"] = cfg.lr * (1 - iteration / cfg.iterations)
+            seeds = seed_rng.integers(0, 2**31, cfg.num_groups if cfg.seed_groups else len(envs))
+            batch = sample_episodes(envs, agent, seeds, cfg.group_size, action_generator)
+            loss = UPDATES[cfg.algo](agent, optimizer, batch, temperature, cfg, action_generator)
+            if isinstance(agent.normalizer, RunningNormalizer):
+                agent.normalizer.update(batch.observations[..., :-1, :][batch.mask])
+            wall_time = run.state["wall_time"] + time.perf_counter() - start
+            # train_return, loss and entropy describe the batch sampled *before* this update;
+            # eval_return and confirm_return the policy *after* it.
+            record = {
+                "iteration": iteration + 1,
+                "env_steps": run.state["env_steps"] + int(batch.mask.sum()),
+                "wall_time": round(wall_time, 4),
+                "train_return": float(batch.returns.mean()),
+                "eval_return": None,
+                "confirm_return": None,
+                "temperature": temperature,
+                "loss": loss,
+                "entropy": batch.mean_entropy,
+            }
+            if (iteration + 1) % cfg.eval_every == 0 or iteration + 1 == cfg.iterations:
+                returns, _ = evaluate(agent, eval_envs, cfg, iteration + 1, greedy=False)
+                record["eval_return"] = float(returns.mean())
+                if not solved and threshold is not None and returns.mean() >= threshold:
+                    # a crossing: it counts (see `solves`) if fresh episodes also reach it
+                    returns, _ = evaluate(agent, confirm_envs, cfg, iteration + 1, False, 2)
+                    record["confirm_return"] = float(returns.mean())
+            if exact_kl:  # at T = 0 the law is a point mass and the KL undefined: null
+                record["exact_kl"] = exact_kl(agent, temperature) if temperature > 0 else None
+            run.record(record)
+            solved = solved or (record if solves(record, threshold) else None)
+        eval_envs[0].close()  # with --render video, this saves the last video
+        final_eval = final_evaluation(agent, cfg)
+    except run_io.Interrupted:
+        error = "interrupted"
+    except FloatingPointError as exc:  # the checkpoint of the last good iteration stays
+        error = f"{exc} at iteration {run.state['iteration'] + 1}: stopped. Lower --lr or "
+        error += "--optim-steps, or raise --temp-start"
+    return run.finish(solved, threshold, error, final_eval)
+
+
+def validate_model(cfg: Config) -> np.ndarray:
+    """--validate: greedy returns of the saved policy --load-model; nothing trained or written."""
+    agent = make_agent(cfg, run_io.make_env(cfg), with_value=False)
+    agent.load_state_dict(run_io.load_checkpoint(cfg.load_model, agent)["agent"], strict=False)
+    video_dir = Path(cfg.load_model).parent / "validate"  # --render: the first episode, there
+    envs = [run_io.make_env(cfg, video_dir if i == 0 else None) for i in range(cfg.eval_episodes)]
+    returns, _ = evaluate(agent, envs, cfg, 0, greedy=True)
+    envs[0].close()  # with --render video, this saves the video
+    exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
+    kl = exact_kl(agent, cfg.temp_start) if exact_kl and cfg.temp_start > 0 else None
+    print(run_io.validation_line(cfg, returns, kl))
+    return returns
+
+
+# ==== 6. Options and command line =================================================================
+
+
+def option(default, help: str, **argparse_kwargs):
+    """One option: its default, its --help, anything else argparse needs.  A bool is a switch:
+    --name when off by default, --no-name when on.  `must` names its check (see MUST)."""
+    must = {int: "a positive integer", float: "a finite number >= 0"}.get(type(default))
+    default = {"default_factory": dict} if default == {} else {"default": default}
+    return dataclasses.field(**default, metadata={"help": help, "must": must, **argparse_kwargs})
+
+
+@dataclasses.dataclass
+class Config:
+    env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete actions")
+    algo: str = option("grouped", "the consistency enforced", choices=("grouped", "value", "err"))
+    seed: int = option(0, "fixes env seeds, network init and action sampling", must=">= 0")
+    iterations: int = option(200, "batches to sample and train on")
+    num_groups: int = option(4, "seed groups per batch")
+    group_size: int = option(4, "episodes per group, all reset with the group's seed")
+    seed_groups: bool = option(True, "ablation: every episode its own seed, not its group's")
+    optim_steps: int = option(50, "optimizer steps per batch (err: PPO epochs)")
+    minibatches: int = option(4, "err: minibatches per epoch")
+    lr: float = option(3e-3, "Adam learning rate", must="a positive number")
+    lr_decay: bool = option(False, "decay the learning rate linearly to 0 over --iterations")
+    temp_start: float = option(0.5, "temperature T at the first iteration")
+    temp_end: float = option(0.5, "T at the last iteration (exponential schedule)")
+    # 0.05 nats per step (grouped): neither collapse nor stall, see trust_region_targets
+    clip_eps: float = option(0.05, "grouped: trust region, nats per step (0: off); err: PPO clip")
+    gamma: float = option(0.99, "discount (value, err)", must="in (0, 1]")
+    gae_lambda: float = option(0.95, "err: GAE lambda", must="in [0, 1]")
+    path_length: int = option(0, "value: steps per consistency path (0 = to the end)", must=">= 0")
+    baseline: str = option("value", "err: GAE with V(s), or V' - mean", choices=("value", "group"))
+    entropy_bonus: float = option(0.0, "err: weight of the usual H(pi) bonus (use with T = 0)")
+    max_grad_norm: float = option(0.0, "gradient-norm clip, 0 = none")
+    hidden: int = option(64, "width of the two hidden layers")
+    obs_norm: bool = option(True, "normalise observations by running statistics")
+    eval_every: int = option(5, "evaluate every N iterations")
+    eval_episodes: int = option(32, "episodes per evaluation")
+    confirm_episodes: int = option(100, "fresh episodes that must confirm a crossing to solve")
+    final_eval_episodes: int = option(100, "episodes of the final evaluation")
+    stop_when_solved: bool = option(False, "stop at the first confirmed solve")
+    max_env_steps: int = option(0, "also stop after this many env steps (0: no limit)", must=">= 0")
+    threads: int = option(1, "torch threads; a seed reproduces a run only with the same count")
+    env_kwargs: dict = option({}, "JSON for gym.make, e.g. '{\"tree_seed\": 1}'", type=json.loads)
+    label: str = option("", "name of this run in plots and reports")
+    out: str = option("", "run directory (default runs/<env>-<algo>-s<seed>-<timestamp>/)")
+    overwrite: bool = option(False, "reuse an --out that already holds a run")
+    resume: str = option("", "continue the run in this directory from its last checkpoint")
+    load_model: str = option("", "start from (with --validate, evaluate) this checkpoint.pt")
+    validate: bool = option(False, "only evaluate --load-model, greedily")
+    render: str = option("", "show or record evaluations' 1st episode", choices=("human", "video"))
+    quiet: bool = option(False, "no progress bar and no summary line")
+
+
+# Overrides of Config's defaults per env and algo, chosen by the sweeps on tuning seeds (README).
+# fmt: off
 DEFAULTS = {
-    # clip_eps 0.05 nats per step (grouped): neither collapse nor stall, see trust_region_targets
-    "*": dict(iterations=200, num_groups=4, group_size=4, optim_steps=50, lr=3e-3, temp_start=0.5,
-              temp_end=0.5, clip_eps=0.05, gamma=0.99, gae_lambda=0.95, hidden=64, minibatches=4,
-              max_grad_norm=0.0, eval_every=5, obs_norm=True, max_env_steps=0),
     "*/value": dict(num_groups=8, group_size=1),
     "*/err": dict(num_groups=8, group_size=1, optim_steps=10, lr=1e-3, temp_start=0.05,
                   temp_end=0.05, clip_eps=0.2, max_grad_norm=0.5),
@@ -568,561 +595,103 @@ DEFAULTS = {
     "Tree-v0/err": dict(baseline="group", group_size=32, optim_steps=4, minibatches=1, lr=3e-3,
                         clip_eps=0.2, iterations=80),
 }
+MUST = {  # the checks an option's `must` may name
+    "a positive integer": lambda value: value >= 1,
+    "a positive number": lambda value: value > 0 and math.isfinite(value),
+    "a finite number >= 0": lambda value: value >= 0 and math.isfinite(value),
+    ">= 0": lambda value: value >= 0,
+    "in (0, 1]": lambda value: 0 < value <= 1,
+    "in [0, 1]": lambda value: 0 <= value <= 1,
+}
+# fmt: on
 
 
-@dataclass
-class Config:
-    env: str = "CartPole-v1"
-    algo: str = "grouped"
-    seed: int = 0
-    iterations: int = 100
-    num_groups: int = 4
-    group_size: int = 4
-    optim_steps: int = 50
-    lr: float = 3e-3
-    lr_decay: bool = False
-    temp_start: float = 0.5
-    temp_end: float = 0.5
-    clip_eps: float = 0.05
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    path_length: int = 0
-    minibatches: int = 4
-    max_grad_norm: float = 0.0
-    entropy_bonus: float = 0.0
-    baseline: str = "value"
-    hidden: int = 64
-    obs_norm: bool = True
-    eval_every: int = 1
-    eval_episodes: int = 32
-    confirm_episodes: int = 100
-    final_eval_episodes: int = 100
-    stop_when_solved: bool = False
-    max_env_steps: int = 0
-    seed_groups: bool = True
-    threads: int = 1
-    env_kwargs: dict = dataclasses.field(default_factory=dict)
-    label: str = ""
-    out: str = ""
-
-
-def defaults_for(env_id, algo):
-    merged = {}
-    for key in ("*", f"*/{algo}", env_id, f"{env_id}/{algo}"):
+def defaults_for(env_id: str, algo: str) -> dict:
+    """Config for this env and algo: its defaults with their overrides on top."""
+    merged = dataclasses.asdict(Config(env=env_id, algo=algo))
+    for key in (f"*/{algo}", env_id, f"{env_id}/{algo}"):
         merged.update(DEFAULTS.get(key, {}))
     return merged
 
 
-def temperature_at(cfg, iteration) -> float:
-    """Exponential schedule temp_start -> temp_end over the run (constant when they are equal)."""
-    if cfg.temp_start == cfg.temp_end or cfg.iterations <= 1:
-        return cfg.temp_start
-    fraction = iteration / (cfg.iterations - 1)
-    return cfg.temp_start * (cfg.temp_end / cfg.temp_start) ** fraction
-
-
-class UserError(Exception):
-    """Bad input: reported as one line on stderr, no traceback."""
-
-
-def make_env(cfg, render_mode=None):
-    try:
-        env = gym.make(cfg.env, render_mode=render_mode, **cfg.env_kwargs)
-    except gym.error.Error as error:
-        raise UserError(f"unknown env '{cfg.env}' ({error}); pass a registered gymnasium id such "
-                        "as CartPole-v1, LunarLander-v3 or Tree-v0") from None
-    except TypeError as error:
-        raise UserError(f"env '{cfg.env}' rejected --env-kwargs: {error}") from None
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise UserError(f"env '{cfg.env}' has a {type(env.action_space).__name__} action space; "
-                        "policy annealing here needs Discrete actions (try CartPole-v1)")
-    if not (isinstance(env.observation_space, gym.spaces.Box)
-            and len(env.observation_space.shape) == 1):
-        raise UserError(f"env '{cfg.env}' has a {env.observation_space} observation space; "
-                        "a flat Box observation is needed (try CartPole-v1)")
-    return env
-
-
-def make_agent(cfg, env, with_value):
-    return Agent(env.observation_space.shape[0], int(env.action_space.n), cfg.hidden, with_value,
-                 cfg.obs_norm, seed=cfg.seed)
-
-
-def validate(cfg):
-    if cfg.algo not in UPDATES or cfg.baseline not in ("value", "group"):
-        raise UserError(f"--algo {cfg.algo} / --baseline {cfg.baseline}: choose --algo from "
-                        f"{', '.join(UPDATES)} and --baseline from value, group")
-    for name in ("iterations", "num_groups", "group_size", "optim_steps", "hidden", "eval_every",
-                 "eval_episodes", "confirm_episodes", "final_eval_episodes", "minibatches",
-                 "threads"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be a positive integer, "
-                            f"got {getattr(cfg, name)}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise UserError(f"--lr must be a positive number, got {cfg.lr}")
-    for name in ("seed", "max_env_steps", "path_length"):
-        if getattr(cfg, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
-    for name in ("temp_start", "temp_end", "clip_eps", "max_grad_norm", "entropy_bonus"):
-        value = getattr(cfg, name)
-        if not (value >= 0 and math.isfinite(value)):
-            raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
-    if (cfg.temp_start == 0) != (cfg.temp_end == 0):
-        raise UserError(f"--temp-start {cfg.temp_start} -> --temp-end {cfg.temp_end}: an "
-                        "exponential schedule cannot reach or leave 0; make both 0 or both > 0")
-    if cfg.algo in ("grouped", "value") and cfg.temp_start == 0:
-        raise UserError(f"--algo {cfg.algo} needs a temperature > 0 (it divides by T); "
-                        "use --algo err for T = 0")
-    if not 0 < cfg.gamma <= 1:
-        raise UserError(f"--gamma must be in (0, 1], got {cfg.gamma}")
-    if not 0 <= cfg.gae_lambda <= 1:
-        raise UserError(f"--gae-lambda must be in [0, 1], got {cfg.gae_lambda}")
-    if cfg.algo == "grouped" and cfg.group_size < 2:
-        raise UserError("--algo grouped compares episodes within a group: --group-size must be "
-                        f">= 2, got {cfg.group_size}")
-    if cfg.baseline == "group" and cfg.group_size < 2:
-        raise UserError("--baseline group needs --group-size >= 2 (a group of one has "
-                        "advantage 0)")
+def check_config(cfg: Config) -> None:
+    """Every bad value or combination is one UserError that names the fix."""
+    for field in dataclasses.fields(cfg):
+        must, value = field.metadata["must"], getattr(cfg, field.name)
+        if must and not MUST[must](value):
+            raise UserError(f"--{field.name.replace('_', '-')} must be {must}, got {value}")
+    if (cfg.temp_start == 0) != (cfg.temp_end == 0):  # exponential schedule: both or neither
+        raise UserError("--temp-start, --temp-end: an exponential schedule cannot reach or leave 0")
+    if cfg.algo != "err" and cfg.temp_start == 0:
+        raise UserError(f"--algo {cfg.algo} needs a temperature > 0; use --algo err for T = 0")
+    if (cfg.algo == "grouped" or cfg.baseline == "group") and cfg.group_size < 2:
+        raise UserError(f"--group-size must be >= 2 to compare episodes, got {cfg.group_size}")
     if cfg.confirm_episodes < cfg.eval_episodes:
-        raise UserError(f"--confirm-episodes {cfg.confirm_episodes} < --eval-episodes "
-                        f"{cfg.eval_episodes}: a confirmation needs at least as many episodes")
+        raise UserError("--confirm-episodes must be >= --eval-episodes to confirm an evaluation")
     if cfg.algo == "err" and cfg.clip_eps == 0:
         raise UserError("--algo err needs --clip-eps > 0 (the PPO ratio clip, e.g. 0.2)")
+    if cfg.validate and not cfg.load_model:
+        raise UserError("--validate evaluates a saved policy: add --load-model PATH")
 
 
-def package_versions():
-    import importlib.metadata as metadata
-    return {name: metadata.version(name) for name in ("torch", "gymnasium", "numpy")}
+def build_parser() -> argparse.ArgumentParser:
+    """argparse from Config.  Every flag defaults to None, so that config_from_args knows what
+    was given; the per-env defaults fill in the rest."""
+    rows = [
+        f"  {key}: " + ", ".join(f"{k}={v}" for k, v in row.items())
+        for key, row in DEFAULTS.items()
+    ]
+    epilog = "defaults over the options' own:\n" + "\n".join(rows)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=epilog)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the epilog's lines
 
-
-def write_atomic(path: Path, data: bytes):
-    """Write to a temporary file, then rename: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path, obj):
-    write_atomic(Path(path), json.dumps(obj, indent=1).encode())
-
-
-CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "policy-annealing-checkpoint", 1
-
-
-def save_checkpoint(path, cfg, agent, optimizer, state):
-    import io
-    buffer = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-                "env": cfg.env, "env_kwargs": cfg.env_kwargs, "algo": cfg.algo,
-                "shapes": agent_shapes(agent), "agent": agent.state_dict(),
-                "optimizer": optimizer.state_dict(), "state": state}, buffer)
-    write_atomic(Path(path), buffer.getvalue())
-
-
-def agent_shapes(agent):
-    return {name: list(tensor.shape) for name, tensor in agent.state_dict().items()}
-
-
-def load_checkpoint(path, agent=None):
-    """Load with weights_only=True; every way a file can be wrong is a UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--load-model {path}: no such file; pass a checkpoint.pt from a run "
-                        "directory")
-    try:
-        checkpoint = torch.load(path, weights_only=True)
-    except Exception as error:  # truncated zip, pickle garbage, foreign object...
-        raise UserError(f"--load-model {path}: cannot be read as a checkpoint "
-                        f"({type(error).__name__}); the file is corrupt or truncated") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"--load-model {path}: not a policy-annealing checkpoint; pass the "
-                        "checkpoint.pt of a run directory")
-    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
-        raise UserError(f"--load-model {path}: checkpoint format {checkpoint.get('format_version')}"
-                        f", this version reads {CHECKPOINT_VERSION}")
-    if agent is not None:
-        wanted = {k: v for k, v in agent_shapes(agent).items() if not k.startswith("value.")}
-        found = {k: v for k, v in checkpoint["shapes"].items() if not k.startswith("value.")}
-        if wanted != found:
-            raise UserError(f"--load-model {path}: its network (trained on {checkpoint['env']}) "
-                            "does not fit this env, --hidden and --no-obs-norm; load it with "
-                            f"--env {checkpoint['env']} and the flags it was trained with")
-    return checkpoint
-
-
-def evaluate(agent, envs, cfg, stream, greedy, purpose=1):
-    """Returns and mean entropy of len(envs) episodes on seeds never used in training: training
-    seeds are drawn below 2^31, evaluation seeds at or above it.  Deterministic given
-    (seed, stream, purpose: 1 evaluation, 2 confirmation), and independent of the training
-    generators, so it never perturbs them."""
-    rng = np.random.default_rng([cfg.seed, stream, purpose])
-    seeds = rng.integers(2**31, 2**32, size=len(envs))
-    if purpose == 2:  # fresh: no confirmation episode replays one of the evaluation it confirms
-        evaluated = np.random.default_rng([cfg.seed, stream, 1]).integers(2**31, 2**32,
-                                                                         cfg.eval_episodes)
-        while (replayed := np.isin(seeds, evaluated)).any():
-            seeds = np.where(replayed, rng.integers(2**31, 2**32, size=len(envs)), seeds)
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    batch = sample_episodes(envs, agent, seeds, 1, generator, greedy=greedy)
-    return batch.returns.flatten().numpy(), batch.mean_entropy
-
-
-def final_evaluation(agent, cfg):
-    """Mean and std of --final-eval-episodes fresh episodes, sampled and greedy."""
-    envs = [make_env(cfg) for _ in range(cfg.final_eval_episodes)]
-    result = {}
-    for mode in ("sampled", "greedy"):
-        returns, entropy = evaluate(agent, envs, cfg, 0, greedy=mode == "greedy")
-        result[mode] = {"mean": float(returns.mean()), "std": float(returns.std()),
-                        "entropy": entropy}
-    return result
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def train(cfg: Config, run_dir: Path, load_model=None, resume=False, render=None, quiet=False):
-    """The main loop: sample a seed-grouped batch, update, evaluate, record, checkpoint."""
-    from tqdm import tqdm
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(cfg.threads)
-    batch_size = cfg.num_groups * cfg.group_size
-    envs = [make_env(cfg) for _ in range(batch_size)]
-    threshold = envs[0].spec.reward_threshold if envs[0].spec else None
-    enumerable = isinstance(envs[0].unwrapped, TreeEnv)
-    agent = make_agent(cfg, envs[0], with_value=cfg.algo != "grouped")
-    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
-    seed_rng = np.random.default_rng(cfg.seed)  # env seeds of training batches
-    action_generator = torch.Generator().manual_seed(cfg.seed)  # actions and minibatch order
-    history, state = [], {"iteration": 0, "env_steps": 0, "wall_time": 0.0}
-    checkpoint_path, experiment_path = run_dir / "checkpoint.pt", run_dir / "experiment.json"
-    if resume:
-        checkpoint = load_checkpoint(checkpoint_path, agent)
-        agent.load_state_dict(checkpoint["agent"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        state = checkpoint["state"]
-        seed_rng.bit_generator.state = state.pop("seed_rng")
-        action_generator.set_state(state.pop("action_rng"))
-        history = json.loads(experiment_path.read_text())["history"][:state["iteration"]]
-    elif load_model:
-        # The policy (and normaliser) must fit; a value network is taken when there is one.
-        agent.load_state_dict(load_checkpoint(load_model, agent)["agent"], strict=False)
-
-    def solves(record):  # solved = confirmed: a lucky 32-episode evaluation does not count
-        return record.get("confirm_return") is not None and record["confirm_return"] >= threshold
-
-    solved = next(filter(solves, history), None)
-    experiment = {"config": {**dataclasses.asdict(cfg), "versions": package_versions(),
-                             "load_model": str(load_model) if load_model else None},
-                  "history": history, "summary": {}}
-    eval_envs, confirm_envs, render_env = [], [], None
-    if render:
-        render_env = make_env(cfg, "human" if render == "human" else "rgb_array")
-        if render == "video":
-            render_env = gym.wrappers.RecordVideo(render_env, str(run_dir / "videos"),
-                                                  episode_trigger=lambda _: True,
-                                                  disable_logger=True)
-    update = UPDATES[cfg.algo]
-    bar = tqdm(total=cfg.iterations, initial=state["iteration"], disable=quiet, unit="it",
-               dynamic_ncols=True)
-    error = None
-    try:
-        while (state["iteration"] < cfg.iterations and not (cfg.stop_when_solved and solved)
-               and not (cfg.max_env_steps and state["env_steps"] >= cfg.max_env_steps)):
-            iteration = state["iteration"]
-            temperature = temperature_at(cfg, iteration)
-            if cfg.lr_decay:  # linear to 0: Adam's steps stay ~lr near the optimum otherwise
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * (1 - iteration / cfg.iterations)
-            start = time.perf_counter()
-            seeds = seed_rng.integers(0, 2**31, size=cfg.num_groups if cfg.seed_groups
-                                      else batch_size)
-            batch = sample_episodes(envs, agent, seeds, cfg.group_size, action_generator)
-            loss = update(agent, optimizer, batch, temperature, cfg, action_generator)
-            if isinstance(agent.normalizer, RunningNormalizer):
-                agent.normalizer.update(batch.observations[..., :-1, :][batch.mask])
-            wall_time = state["wall_time"] + time.perf_counter() - start
-            env_steps = state["env_steps"] + batch.env_steps
-            # train_return, loss and entropy describe the batch sampled *before* this update;
-            # eval_return and confirm_return the policy *after* it.
-            record = {"iteration": iteration + 1, "env_steps": env_steps,
-                      "wall_time": round(wall_time, 4),
-                      "train_return": float(batch.returns.mean()), "eval_return": None,
-                      "confirm_return": None, "temperature": temperature, "loss": loss,
-                      "entropy": batch.mean_entropy}
-            if (iteration + 1) % cfg.eval_every == 0 or iteration + 1 == cfg.iterations:
-                if len(eval_envs) != cfg.eval_episodes:
-                    eval_envs = [make_env(cfg) for _ in range(cfg.eval_episodes)]
-                record["eval_return"] = float(evaluate(agent, eval_envs, cfg, iteration + 1,
-                                                       greedy=False)[0].mean())
-                if solved is None and threshold is not None and record["eval_return"] >= threshold:
-                    # A crossing counts only if --confirm-episodes fresh ones also reach it.
-                    if len(confirm_envs) != cfg.confirm_episodes:
-                        confirm_envs = [make_env(cfg) for _ in range(cfg.confirm_episodes)]
-                    returns, _ = evaluate(agent, confirm_envs, cfg, iteration + 1, False, purpose=2)
-                    record["confirm_return"] = float(returns.mean())
-                if render_env is not None:
-                    sample_episodes([render_env], agent, [iteration], 1, None, greedy=True)
-            if enumerable:
-                # at T = 0 the law is a point mass and the KL undefined: recorded as null
-                record["exact_kl"] = (exact_trajectory_kl(agent, envs[0], temperature)
-                                      if temperature > 0 else None)
-            # The iteration counts from here on: state, record and checkpoint move together.
-            history.append(record)
-            state.update(iteration=iteration + 1, env_steps=env_steps, wall_time=wall_time)
-            if solved is None and solves(record):
-                solved = record
-            save_checkpoint(checkpoint_path, cfg, agent, optimizer,
-                            {**state, "seed_rng": seed_rng.bit_generator.state,
-                             "action_rng": action_generator.get_state()})
-            write_json(experiment_path, experiment)
-            bar.update(1)
-            bar.set_postfix(steps=state["env_steps"], train=f"{record['train_return']:.1f}",
-                            eval=f"{record['eval_return']:.1f}" if record["eval_return"] is not None
-                            else "-", T=f"{temperature:.3g}", loss=f"{loss:.3g}", refresh=False)
-    except Interrupted:
-        error = "interrupted"
-    except NonFinite as exc:
-        error = (f"{exc} at iteration {state['iteration'] + 1}: stopped; the last good checkpoint"
-                 f" is {checkpoint_path}. Lower --lr or --optim-steps, or raise --temp-start")
-    finally:
-        bar.close()
-    summary = {"iterations": state["iteration"], "env_steps": state["env_steps"],
-               "wall_time": round(state["wall_time"], 4),
-               "solved_iteration": solved["iteration"] if solved else None,
-               "solved_env_steps": solved["env_steps"] if solved else None,
-               "solved_wall_time": solved["wall_time"] if solved else None,
-               "crossings": [{key: record[key] for key in ("iteration", "env_steps",
-                                                           "eval_return", "confirm_return")}
-                             for record in history if record.get("confirm_return") is not None],
-               "reward_threshold": threshold, "error": error}
-    if error is None:
-        try:
-            summary["final_eval"] = final_evaluation(agent, cfg)
-        except Interrupted:
-            summary["error"] = "interrupted"
-        if enumerable:
-            summary["exact_kl"] = history[-1]["exact_kl"] if history else None
-    summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    experiment["summary"] = summary
-    write_json(experiment_path, experiment)
-    if render_env is not None:
-        render_env.close()
-    return experiment
-
-
-def validate_model(cfg, load_model, render, quiet):
-    """--validate: greedy evaluation of a saved policy, nothing trained or written."""
-    agent = make_agent(cfg, make_env(cfg), with_value=False)
-    checkpoint = load_checkpoint(load_model, agent)
-    agent.load_state_dict(checkpoint["agent"], strict=False)
-    if render:
-        env = make_env(cfg, "human" if render == "human" else "rgb_array")
-        if render == "video":
-            env = gym.wrappers.RecordVideo(env, str(Path(load_model).parent / "videos"),
-                                           episode_trigger=lambda _: True, disable_logger=True)
-        envs = [env]
-        returns = [float(sample_episodes(envs, agent, [2**31 + i], 1, None, True).returns.sum())
-                   for i in range(cfg.eval_episodes)]
-        env.close()
-        returns = np.array(returns)
-    else:
-        envs = [make_env(cfg) for _ in range(cfg.eval_episodes)]
-        returns, _ = evaluate(agent, envs, cfg, 0, greedy=True)
-    print(f"{cfg.env}: greedy return {returns.mean():.1f} ± {returns.std():.1f} over "
-          f"{len(returns)} episodes ({load_model})")
-    env = make_env(cfg).unwrapped
-    if isinstance(env, TreeEnv) and cfg.temp_start > 0:  # enumerable: check the law exactly
-        print(f"{cfg.env}: exact KL(p_policy || p_Boltzmann at T={cfg.temp_start:g}) = "
-              f"{exact_trajectory_kl(agent, env, cfg.temp_start):.2e}")
-    return returns
-
-
-# ---- command line -----------------------------------------------------------------------------
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
+    def refuse(message):  # one line, no usage dump
         raise UserError(f"{message} (see --help)")
 
-
-def defaults_help():
-    common = DEFAULTS["*"]
-    lines = ["defaults (a flag given on the command line wins):",
-             "  all: " + ", ".join(f"{k}={v}" for k, v in common.items())]
-    for env in ("CartPole-v1", "LunarLander-v3", "Tree-v0"):
-        for algo in UPDATES:
-            changed = {k: v for k, v in defaults_for(env, algo).items() if common.get(k) != v}
-            lines.append(f"  {env} --algo {algo}: " + ", ".join(f"{k}={v}"
-                                                             for k, v in changed.items()))
-    return "\n".join(lines)
-
-
-def build_parser():
-    parser = Parser(prog="policy_annealing.py", description=__doc__.split("\n")[0],
-                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=defaults_help()
-                    + "\n\ntables and curves: python report.py report|plot runs/*/experiment.json")
-    add = parser.add_argument
-    add("--env", default="CartPole-v1", help="gymnasium id: Box observations, Discrete actions")
-    add("--algo", default="grouped", choices=list(UPDATES))
-    add("--seed", type=int, default=0, help="fixes env seeds, network init and action sampling")
-    add("--iterations", type=int, help="batches to sample and train on")
-    add("--num-groups", type=int, help="seed groups per batch")
-    add("--group-size", type=int, help="episodes per group, all reset with the group's seed")
-    add("--no-seed-groups", dest="seed_groups", action="store_false", default=None,
-        help="ablation: every episode gets its own seed instead of its group's")
-    add("--batch-size", type=int, help="episodes per batch = num-groups * group-size (optional)")
-    add("--optim-steps", type=int, help="optimizer steps per batch (err: PPO epochs)")
-    add("--minibatches", type=int, help="err: minibatches per epoch")
-    add("--lr", type=float, help="Adam learning rate")
-    add("--lr-decay", action="store_true", default=None,
-        help="decay the learning rate linearly to 0 over --iterations")
-    add("--temp-start", type=float, help="temperature T at the first iteration")
-    add("--temp-end", type=float, help="T at the last iteration (exponential schedule)")
-    add("--clip-eps", type=float, help="grouped: trust region, nats per episode step that a "
-        "trajectory's log-prob may move relative to its group per batch (0 = none); err: PPO "
-        "ratio clip")
-    add("--gamma", type=float, help="discount (value, err)")
-    add("--gae-lambda", type=float, help="err: GAE lambda")
-    add("--path-length", type=int, help="value: steps per consistency path (0 = to the end)")
-    add("--entropy-bonus", type=float, help="err: coefficient of the usual H(pi) "
-                                                         "bonus (use with T = 0)")
-    add("--baseline", choices=["value", "group"],
-        help="err: learned soft value with GAE, or the group mean of V' (GRPO-style)")
-    add("--max-grad-norm", type=float, help="gradient-norm clip, 0 = none")
-    add("--hidden", type=int, help="width of the two hidden layers")
-    add("--no-obs-norm", dest="obs_norm", action="store_false", default=None,
-        help="feed raw observations (on by default except for Tree-v0)")
-    add("--eval-every", type=int, help="evaluate every N iterations")
-    add("--eval-episodes", type=int, help="episodes per evaluation")
-    add("--confirm-episodes", type=int, help="fresh episodes that must also reach the threshold "
-                                             "for an evaluation's crossing to count as solved")
-    add("--stop-when-solved", action="store_true", default=None,
-        help="stop at the first solving evaluation")
-    add("--max-env-steps", type=int, help="also stop once this many env steps are used "
-                                              "(0 = no limit)")
-    add("--threads", type=int, help="torch threads (default 1; they change the floating-point "
-                                    "results: a seed reproduces a run only with the same count)")
-    add("--env-kwargs", type=json.loads, help="JSON passed to gym.make, e.g. "
-                                                          "'{\"tree_seed\": 1}'")
-    add("--label", help="name of this run in plots and reports")
-    add("--out", help="run directory (default runs/<env>-<algo>-s<seed>-<timestamp>/)")
-    add("--overwrite", action="store_true", help="reuse an --out that already holds a run")
-    add("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    add("--load-model", metavar="PATH", help="start from (or with --validate, evaluate) a "
-                                             "checkpoint.pt")
-    add("--validate", action="store_true", help="only evaluate --load-model, greedily")
-    add("--render", choices=["human", "video"], help="show or record one greedy episode per "
-                                                     "evaluation")
-    add("--quiet", action="store_true", help="no progress bar and no summary line")
+    parser.error = refuse
+    for field in dataclasses.fields(Config):
+        flag, extra = "--" + field.name.replace("_", "-"), dict(field.metadata)
+        extra.pop("must")
+        if field.type == "bool":  # a switch away from the default
+            flag = f"--no-{flag[2:]}" if field.default else flag
+            extra["action"] = "store_false" if field.default else "store_true"
+        else:
+            extra.setdefault("type", {"int": int, "float": float}.get(field.type, str))
+        parser.add_argument(flag, dest=field.name, default=None, **extra)
     return parser
 
 
-def config_from_args(args) -> Config:
-    values = defaults_for(args.env, args.algo)
-    for field in dataclasses.fields(Config):
-        given = getattr(args, field.name, None)
-        if given is not None:
-            values[field.name] = given
-    if args.batch_size is not None:
-        groups, size = values.get("num_groups"), values.get("group_size")
-        if args.num_groups is not None and args.group_size is not None:
-            if args.num_groups * args.group_size != args.batch_size:
-                raise UserError(f"--batch-size {args.batch_size} != --num-groups {args.num_groups}"
-                                f" * --group-size {args.group_size}; give two of the three")
-        elif args.num_groups is not None:
-            size = args.batch_size // max(args.num_groups, 1)
-            groups = args.num_groups
-        else:
-            groups = args.batch_size // max(size, 1)
-        if args.batch_size < 1 or groups * size != args.batch_size:
-            raise UserError(f"--batch-size {args.batch_size} is not a multiple of the group size "
-                            f"{size}; give a multiple, or --num-groups and --group-size")
-        values["num_groups"], values["group_size"] = groups, size
-    cfg = Config(**{k: v for k, v in values.items() if k in Config.__dataclass_fields__})
-    validate(cfg)
+def config_from_args(args: argparse.Namespace) -> Config:
+    given = {name: value for name, value in vars(args).items() if value is not None}
+    if given.get("resume"):  # the run's own config; only how long and how shown may change
+        cfg = Config(**run_io.resumed_config(given, [f.name for f in dataclasses.fields(Config)]))
+    else:
+        env, algo = given.get("env", Config.env), given.get("algo", Config.algo)
+        cfg = Config(**{**defaults_for(env, algo), **given})
+    check_config(cfg)
     return cfg
 
 
-def prepare_run_dir(args, cfg) -> Path:
-    if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "experiment.json").is_file() or not (run_dir / "checkpoint.pt").is_file():
-            raise UserError(f"--resume {run_dir}: no experiment.json and checkpoint.pt there; "
-                            "pass the directory of an earlier run")
-        return run_dir
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(args.out or f"runs/{cfg.env}-{cfg.algo}-s{cfg.seed}-{stamp}")
-    if (run_dir / "experiment.json").exists() and not args.overwrite:
-        raise UserError(f"--out {run_dir} already holds a run; pass --resume {run_dir} to continue"
-                        " it, --overwrite to replace it, or another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] in (["plot"], ["report"]):  # tables and curves live beside the method
             import report
+
             return report.main(argv)
-        args = build_parser().parse_args(argv)
-        if args.resume:
-            saved = json.loads((Path(args.resume) / "experiment.json").read_text())["config"] \
-                if (Path(args.resume) / "experiment.json").is_file() else None
-            if saved is None:
-                raise UserError(f"--resume {args.resume}: no experiment.json there; pass the "
-                                "directory of an earlier run")
-            cfg = Config(**{k: v for k, v in saved.items() if k in Config.__dataclass_fields__})
-            if args.iterations is not None:
-                cfg.iterations = args.iterations
-            validate(cfg)
-        else:
-            cfg = config_from_args(args)
-        if args.validate:
-            if not args.load_model:
-                raise UserError("--validate evaluates a saved policy: add --load-model PATH")
-            validate_model(cfg, args.load_model, args.render, args.quiet)
+        cfg = config_from_args(build_parser().parse_args(argv))
+        if cfg.validate:
+            validate_model(cfg)
             return 0
-        make_env(cfg).close()  # fail on a bad env before creating a run directory
-        run_dir = prepare_run_dir(args, cfg)
+        run_io.make_env(cfg).close()  # fail on a bad env before creating a run directory
+        run_dir = run_io.run_directory(cfg)
         cfg.out = str(run_dir)
-        handlers = {sig: signal.signal(sig, lambda s, f: STOP_SIGNAL.append(s))
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            experiment = train(cfg, run_dir, args.load_model, bool(args.resume), args.render,
-                               args.quiet)
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
+        with run_io.stop_on_signals():
+            summary = train(cfg, run_dir)["summary"]
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    summary = experiment["summary"]
-    if summary["error"] == "interrupted":
-        print(f"interrupted: {summary['iterations']} iterations kept in {run_dir}; continue with "
-              f"--resume {run_dir}", file=sys.stderr)
-        return 128 + STOP_SIGNAL[0]
-    if summary["error"]:
-        print(f"error: {summary['error']}", file=sys.stderr)
-        return 1
-    if not args.quiet:
-        final = summary["final_eval"]
-        solved = (f"solved at {summary['solved_env_steps']} env steps, "
-                  f"{summary['solved_wall_time']:.1f} s" if summary["solved_env_steps"]
-                  else "not solved")
-        print(f"{cfg.env} {cfg.algo} seed {cfg.seed}: {solved}; final return "
-              f"{final['sampled']['mean']:.1f} sampled, {final['greedy']['mean']:.1f} greedy; "
-              f"{summary['env_steps']} env steps, {summary['wall_time']:.1f} s training -> "
-              f"{run_dir}")
-    return 0
+    return run_io.report(cfg, summary)  # a line unless --quiet; the exit status
 
 
 if __name__ == "__main__":

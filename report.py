@@ -43,8 +43,10 @@ def cells(runs):
     groups = {}
     for run in runs:
         groups.setdefault((run["config"]["env"], run_label(run)), []).append(run)
-    return {key: sorted(members, key=lambda r: r["config"]["seed"])
-            for key, members in sorted(groups.items())}
+    return {
+        key: sorted(members, key=lambda r: r["config"]["seed"])
+        for key, members in sorted(groups.items())
+    }
 
 
 # ---- statistics ---------------------------------------------------------------------------------
@@ -60,8 +62,14 @@ def iqm_interval(values, confidence=0.95):
     values = np.asarray(values, dtype=float)
     if len(values) < 2 or np.ptp(values) == 0:
         return iqm(values), values.min(), values.max()
-    result = stats.bootstrap((values,), iqm, confidence_level=confidence, n_resamples=10_000,
-                             method="percentile", random_state=0)
+    result = stats.bootstrap(
+        (values,),
+        iqm,
+        confidence_level=confidence,
+        n_resamples=10_000,
+        method="percentile",
+        random_state=0,
+    )
     return iqm(values), result.confidence_interval.low, result.confidence_interval.high
 
 
@@ -83,8 +91,11 @@ def stays_solved(run):
     summary, history = run["summary"], run["history"]
     if summary.get("solved_iteration") is None:
         return None
-    later = [r["eval_return"] for r in history if r["iteration"] > summary["solved_iteration"]
-             and r.get("eval_return") is not None]
+    later = [
+        r["eval_return"]
+        for r in history
+        if r["iteration"] > summary["solved_iteration"] and r.get("eval_return") is not None
+    ]
     if not later:
         return None
     return float(np.mean(np.array(later) >= summary["reward_threshold"])), float(min(later))
@@ -99,47 +110,67 @@ def summarise(members, key, fmt):
     centre, low, high = iqm_interval(values)
     worst = int(np.argmax(values))
     worst_text = fmt(values[worst]) + ("" if costs[worst][1] else " unsolved")
-    return (f"{fmt(np.median(values))} | {fmt(centre)} [{fmt(low)}–{fmt(high)}] | "
-            f"{worst_text} (s{members[worst]['config']['seed']})")
+    return (
+        f"{fmt(np.median(values))} | {fmt(centre)} [{fmt(low)}–{fmt(high)}] | "
+        f"{worst_text} (s{members[worst]['config']['seed']})"
+    )
 
 
 def report_table(runs):
     config = runs[0]["config"]
     episodes = (config.get("eval_episodes", 32), config.get("confirm_episodes", 100))
-    rows = [f"Machine: {os.cpu_count()} CPU cores, torch threads per run {config.get('threads')};"
-            " " + ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items()) + ".",
-            f"Solved = confirmed: an evaluation (mean of {episodes[0]} sampled-action episodes on"
-            " unseen seeds) reaches the env's reward threshold and a fresh evaluation of"
-            f" {episodes[1]} more episodes of the same policy does too. An unsolved run counts as"
-            " its whole env-step budget (marked unsolved); an error is listed under the table."
-            " IQM = interquartile mean with a 95 % percentile-bootstrap CI (scipy.stats.bootstrap,"
-            " 10,000 resamples). Seconds are training time (sampling + updates), evaluation"
-            " excluded. Final return: 100 fresh episodes, median (worst seed). Stays solved: after"
-            " the first confirmed solve (runs without --stop-when-solved), the share of later"
-            " evaluations >= threshold, averaged over runs, and the lowest one.", "",
-            "| env | run | seeds | solved | env steps: median | IQM [95% CI] | worst | training s:"
-            " median | IQM [95% CI] | worst | final sampled | final greedy | stays solved |",
-            "|" + "---|" * 13]
+    rows = [
+        f"Machine: {os.cpu_count()} CPU cores, torch threads per run {config.get('threads')};"
+        " " + ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items()) + ".",
+        f"Solved = confirmed: an evaluation (mean of {episodes[0]} sampled-action episodes on"
+        " unseen seeds) reaches the env's reward threshold and a fresh evaluation of"
+        f" {episodes[1]} more episodes of the same policy does too. An unsolved run counts as"
+        " its whole env-step budget (marked unsolved); an error is listed under the table."
+        " IQM = interquartile mean with a 95 % percentile-bootstrap CI (scipy.stats.bootstrap,"
+        " 10,000 resamples). Seconds are training time (sampling + updates), evaluation"
+        " excluded. Final return: 100 fresh episodes, median (worst seed). Stays solved: after"
+        " the first confirmed solve (runs without --stop-when-solved), the share of later"
+        " evaluations >= threshold, averaged over runs, and the lowest one.",
+        "",
+        "| env | run | seeds | solved | env steps: median | IQM [95% CI] | worst | training s:"
+        " median | IQM [95% CI] | worst | final sampled | final greedy | stays solved |",
+        "|" + "---|" * 13,
+    ]
     for (env, label), members in cells(runs).items():
         members = [m for m in members if m.get("summary")]  # skip runs still going
         if not members:
             continue
         seeds = [m["config"]["seed"] for m in members]
         solved = sum(m["summary"].get("solved_env_steps") is not None for m in members)
-        finals = {mode: [m["summary"]["final_eval"][mode]["mean"] for m in members
-                         if m["summary"].get("final_eval")] for mode in ("sampled", "greedy")}
-        final_text = {mode: f"{np.median(v):.1f} ({min(v):.1f})" if v else "-"
-                      for mode, v in finals.items()}
+        finals = {
+            mode: [
+                m["summary"]["final_eval"][mode]["mean"]
+                for m in members
+                if m["summary"].get("final_eval")
+            ]
+            for mode in ("sampled", "greedy")
+        }
+        final_text = {
+            mode: f"{np.median(v):.1f} ({min(v):.1f})" if v else "-" for mode, v in finals.items()
+        }
         after = [s for s in map(stays_solved, members) if s is not None]
-        stay_text = (f"{np.mean([a for a, _ in after]):.0%}, min {min(m for _, m in after):.1f}"
-                     if after else "-")
-        rows.append(f"| {env} | {label} | {seeds[0]}–{seeds[-1]} | {solved}/{len(members)} | "
-                    f"{summarise(members, 'env_steps', lambda v: f'{v:,.0f}')} | "
-                    f"{summarise(members, 'wall_time', lambda v: f'{v:.1f}')} | "
-                    f"{final_text['sampled']} | {final_text['greedy']} | {stay_text} |")
-    errors = [f"- {run['config']['env']} {run_label(run)} seed {run['config']['seed']}: "
-              f"{run['summary']['error']}" for run in runs
-              if run.get("summary") and run["summary"].get("error")]
+        stay_text = (
+            f"{np.mean([a for a, _ in after]):.0%}, min {min(m for _, m in after):.1f}"
+            if after
+            else "-"
+        )
+        rows.append(
+            f"| {env} | {label} | {seeds[0]}–{seeds[-1]} | {solved}/{len(members)} | "
+            f"{summarise(members, 'env_steps', lambda v: f'{v:,.0f}')} | "
+            f"{summarise(members, 'wall_time', lambda v: f'{v:.1f}')} | "
+            f"{final_text['sampled']} | {final_text['greedy']} | {stay_text} |"
+        )
+    errors = [
+        f"- {run['config']['env']} {run_label(run)} seed {run['config']['seed']}: "
+        f"{run['summary']['error']}"
+        for run in runs
+        if run.get("summary") and run["summary"].get("error")
+    ]
     if errors:
         rows += ["", "Runs that ended in an error:", *errors]
     return "\n".join(rows) + "\n"
@@ -161,9 +192,18 @@ def plot_curves(runs, output, metric="eval_return"):
         for (cell_env, label), members in cells(runs).items():
             if cell_env != env:
                 continue
-            curves = [np.array(points, dtype=float) for points in
-                      ([(r["env_steps"], r[metric]) for r in run["history"]
-                        if r.get(metric) is not None] for run in members) if points]
+            curves = [
+                np.array(points, dtype=float)
+                for points in (
+                    [
+                        (r["env_steps"], r[metric])
+                        for r in run["history"]
+                        if r.get(metric) is not None
+                    ]
+                    for run in members
+                )
+                if points
+            ]
             if not curves:
                 continue
             grid = np.linspace(0, max(c[-1, 0] for c in curves), 200)
@@ -172,8 +212,14 @@ def plot_curves(runs, output, metric="eval_return"):
             mean, std = values.mean(0), values.std(0)
             (line,) = ax.plot(grid, mean, label=f"{label} (n={len(curves)})")
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        threshold = next((r["summary"].get("reward_threshold") for r in runs
-                          if r["config"]["env"] == env and r.get("summary")), None)
+        threshold = next(
+            (
+                r["summary"].get("reward_threshold")
+                for r in runs
+                if r["config"]["env"] == env and r.get("summary")
+            ),
+            None,
+        )
         if threshold is not None and metric.endswith("return"):
             ax.axhline(threshold, color="gray", linestyle="--", linewidth=1)
         ax.set(title=env, xlabel="env steps", ylabel=metric.replace("_", " "))
@@ -188,8 +234,11 @@ def main(argv=None):
     parser.add_argument("command", choices=["report", "plot"])
     parser.add_argument("files", nargs="+")
     parser.add_argument("-o", "--output", help="report: default stdout; plot: curves.png")
-    parser.add_argument("--metric", default="eval_return",
-                        choices=["eval_return", "train_return", "entropy", "exact_kl"])
+    parser.add_argument(
+        "--metric",
+        default="eval_return",
+        choices=["eval_return", "train_return", "entropy", "exact_kl"],
+    )
     args = parser.parse_args(argv)
     try:
         runs = load_runs(args.files)

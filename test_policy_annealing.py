@@ -21,11 +21,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import policy_annealing as pa
+import run_io
+import tree_env
 
 F64 = torch.float64  # exactness is asserted in float64; networks stay float32
 HERE = Path(__file__).parent
-SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 temperatures = st.floats(1e-3, 1e2).map(float)  # LunarLander runs at T = 0.01
 
 
@@ -44,7 +45,8 @@ def grouped_batches(draw):
     mask = torch.as_tensor(np.arange(steps) < lengths[..., None])
     rewards = torch.as_tensor(rng.uniform(-10, 10, (groups, size, steps)))
     totals = pa.masked_sum(rewards, mask) / temperature + torch.as_tensor(
-        rng.normal(0, 5, (groups, 1)))  # (G, K): R/T + c_group
+        rng.normal(0, 5, (groups, 1))
+    )  # (G, K): R/T + c_group
     split = torch.as_tensor(rng.normal(0, 1, (groups, size, steps)))  # arbitrary weights...
     split = torch.where(mask, split, 0)
     split[..., 0] += 1 - split.sum(-1)  # ...that sum to 1 over the real steps
@@ -102,21 +104,26 @@ def test_grouped_loss_invariances(batch, seed, scale):
     # a per-group shift of the total reward (here on each trajectory's first step)
     shifted = rewards.clone()
     shifted[..., 0] += torch.as_tensor(rng.normal(0, 10, (mask.shape[0], 1)))
-    assert pa.grouped_loss(shifted, log_probs, mask, temperature).item() == pytest.approx(loss,
-                                                                                          **close)
+    assert pa.grouped_loss(shifted, log_probs, mask, temperature).item() == pytest.approx(
+        loss, **close
+    )
     # R and T scaled together
-    assert pa.grouped_loss(rewards * scale, log_probs, mask, temperature * scale).item() == \
-        pytest.approx(loss, **close)
+    assert pa.grouped_loss(
+        rewards * scale, log_probs, mask, temperature * scale
+    ).item() == pytest.approx(loss, **close)
     # order within a group
     order = torch.as_tensor(rng.permutation(mask.shape[1]))
-    assert pa.grouped_loss(rewards[:, order], log_probs[:, order], mask[:, order],
-                           temperature).item() == pytest.approx(loss, **close)
+    assert pa.grouped_loss(
+        rewards[:, order], log_probs[:, order], mask[:, order], temperature
+    ).item() == pytest.approx(loss, **close)
+
     # contents of padding: value and gradient
     def loss_and_grad(fill):
         lp = torch.where(mask, log_probs, fill).requires_grad_()
         value = pa.grouped_loss(torch.where(mask, rewards, fill), lp, mask, temperature)
         value.backward()
         return value.item(), lp.grad
+
     first, grad_a = loss_and_grad(torch.full_like(rewards, float("nan")))
     second, grad_b = loss_and_grad(torch.as_tensor(rng.normal(0, 1e6, mask.shape)))
     assert first == second == pytest.approx(loss, **close)
@@ -187,8 +194,9 @@ def test_trust_region_ignores_a_groupwide_shift_of_log_probs(case, shift):
     loss = pa.trust_region_loss(later, targets).item()
     close = dict(rel=1e-9, abs=1e-12 * (1 + targets.abs().max().item() + abs(shift)) ** 2)
     assert pa.trust_region_loss(later, moved).item() == pytest.approx(loss, **close)
-    assert pa.trust_region_loss(later + shift * which, targets).item() == pytest.approx(loss,
-                                                                                          **close)
+    assert pa.trust_region_loss(later + shift * which, targets).item() == pytest.approx(
+        loss, **close
+    )
 
 
 @SETTINGS
@@ -219,8 +227,9 @@ def test_trust_region_example_from_the_review():
     moves the best trajectory by at most 2 and the others equally; the uncentred fit took 2 nats
     from each of the others, a per-member clamp moves the best by 3."""
     first = torch.zeros(1, 4, dtype=F64)
-    targets = pa.trust_region_targets(first, torch.tensor([[100.0, 0, 0, 0]], dtype=F64),
-                                      torch.ones(1, 4), 0.5, 2)
+    targets = pa.trust_region_targets(
+        first, torch.tensor([[100.0, 0, 0, 0]], dtype=F64), torch.ones(1, 4), 0.5, 2
+    )
     moved = targets - targets.mean(1, keepdim=True)
     assert torch.allclose(moved, torch.tensor([[2, -2 / 3, -2 / 3, -2 / 3]], dtype=F64))
 
@@ -235,8 +244,11 @@ def test_boltzmann_log_probs_normalise_and_limit(returns, temperature):
     log_p = pa.boltzmann_log_probs(returns, temperature)
     assert torch.logsumexp(log_p, 0).item() == pytest.approx(0, abs=1e-12)
     # log p differences are exactly (R_i - R_j) / T
-    assert torch.allclose(log_p - log_p[0], (returns - returns[0]) / temperature,
-                          atol=1e-9 * (1 + returns.abs().max().item() / temperature))
+    assert torch.allclose(
+        log_p - log_p[0],
+        (returns - returns[0]) / temperature,
+        atol=1e-9 * (1 + returns.abs().max().item() / temperature),
+    )
     hot = pa.boltzmann_log_probs(returns, 1e12).exp()
     assert torch.allclose(hot, torch.full_like(hot, 1 / len(returns)), atol=1e-9)
     assume((returns == returns.max()).sum() == 1 and (returns.max() - returns).sort()[0][1] > 1e-3)
@@ -247,18 +259,42 @@ def test_boltzmann_log_probs_normalise_and_limit(returns, temperature):
 # ---- value loss on exact soft-optimal solutions of random trees --------------------------------
 
 
-trees = st.builds(lambda depth, actions, seed, early: pa.TreeEnv(depth, actions, seed, early),
-                  st.integers(1, 4), st.integers(2, 3), st.integers(0, 10**6),
-                  st.sampled_from([0.0, 0.3, 0.6]))
+def soft_value_iteration(env, temperature: float, gamma: float = 1.0):
+    """Exact soft-optimal V* and log pi* of a TreeEnv, leaves first.
+
+    V*(s) = T log sum_a exp((r(s,a) + gamma V*(s'_a)) / T); log pi*(a|s) = that term's log-softmax.
+    Returns V* (num_nodes,) and log pi* (num_nodes, num_actions), rows of leaves left at 0."""
+    values = torch.zeros(env.num_nodes, dtype=F64)
+    log_policy = torch.zeros(env.num_nodes, env.action_space.n, dtype=F64)
+    for node in reversed(range(env.num_nodes)):  # children always have larger indices
+        if env.children[node]:
+            children = values[env.children[node]]
+            q = torch.tensor(env.rewards[node], dtype=F64) + gamma * children
+            values[node] = temperature * torch.logsumexp(q / temperature, 0)
+            log_policy[node] = pa.boltzmann_log_probs(q, temperature)
+    return values, log_policy
+
+
+def exact_kl(agent, env, temperature, per_start=False):
+    return env.unwrapped.exact_trajectory_kl(agent, temperature, per_start)
+
+
+trees = st.builds(
+    lambda depth, actions, seed, early: tree_env.TreeEnv(depth, actions, seed, early),
+    st.integers(1, 4),
+    st.integers(2, 3),
+    st.integers(0, 10**6),
+    st.sampled_from([0.0, 0.3, 0.6]),
+)
 gammas = st.one_of(st.just(1.0), st.floats(0.5, 0.999))
 
 
 def optimal_batch(env, temperature, gamma, truncate_seed=None):
     """Every trajectory of the tree under pi*, padded; with truncate_seed each one is cut at a
     random length (not terminated, bootstrap V*(s_cut)).  Padding holds nan."""
-    values, log_policy = pa.soft_value_iteration(env, temperature, gamma)
+    values, log_policy = soft_value_iteration(env, temperature, gamma)
     rng = np.random.default_rng(truncate_seed)
-    paths = pa.enumerate_trajectories(env)
+    paths = env.trajectories()
     steps = max(len(actions) for _, actions, _ in paths)
     shape = (1, len(paths), steps)
     rewards = torch.full(shape, float("nan"), dtype=F64)
@@ -274,27 +310,35 @@ def optimal_batch(env, temperature, gamma, truncate_seed=None):
         visited = nodes + [env.children[nodes[-1]][actions[-1]]]
         rewards[0, i, :length] = torch.tensor(path_rewards[:length], dtype=F64)
         log_probs[0, i, :length] = log_policy[nodes[:length], actions[:length]]
-        v[0, i, :length + 1] = values[visited[:length + 1]]
+        v[0, i, : length + 1] = values[visited[: length + 1]]
         mask[0, i, :length] = True
     return rewards, log_probs, v, mask, terminated, values
 
 
 @pytest.mark.parametrize("path_length", [0, None, 1, 2, 3])  # 0, None: the rest of the episode
 @SETTINGS
-@given(trees, temperatures, gammas, st.one_of(st.none(), st.integers(0, 2**32 - 1)),
-       st.sampled_from([float("nan"), 1e3, -7.0]))
-def test_value_loss_vanishes_at_soft_optimum(path_length, env, temperature, gamma, truncate_seed,
-                                             end_fill):
+@given(
+    trees,
+    temperatures,
+    gammas,
+    st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    st.sampled_from([float("nan"), 1e3, -7.0]),
+)
+def test_value_loss_vanishes_at_soft_optimum(
+    path_length, env, temperature, gamma, truncate_seed, end_fill
+):
     """For every path length; the value at index = length of a terminated episode is garbage
     (V* of a leaf would be 0 anyway): it must not be bootstrapped from."""
-    rewards, log_probs, values, mask, terminated, _ = optimal_batch(env, temperature, gamma,
-                                                                    truncate_seed)
+    rewards, log_probs, values, mask, terminated, _ = optimal_batch(
+        env, temperature, gamma, truncate_seed
+    )
     scale = 1 + values.nan_to_num().abs().max().item() + 10 / temperature
     at_end = torch.arange(values.shape[-1]) == mask.sum(-1, keepdim=True)
     values = torch.where(at_end & terminated[..., None], end_fill, values).requires_grad_()
     log_probs.requires_grad_()
-    loss = pa.value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma,
-                         path_length)
+    loss = pa.value_loss(
+        rewards, log_probs, values, mask, terminated, temperature, gamma, path_length
+    )
     loss.backward()
     assert loss.item() <= (1e-10 * scale) ** 2
     assert values.grad.abs().max() <= 1e-9 * scale and log_probs.grad.abs().max() <= 1e-9 * scale
@@ -302,13 +346,21 @@ def test_value_loss_vanishes_at_soft_optimum(path_length, env, temperature, gamm
 
 
 @SETTINGS
-@given(trees, temperatures, gammas, st.one_of(st.none(), st.integers(0, 2**32 - 1)),
-       st.integers(0, 2**32 - 1), st.sampled_from(["value", "log_prob"]),
-       st.sampled_from([0, None, 1, 2, 3]))
-def test_value_loss_positive_off_optimum(env, temperature, gamma, truncate_seed, seed, which,
-                                         path_length):
-    rewards, log_probs, values, mask, terminated, _ = optimal_batch(env, temperature, gamma,
-                                                                    truncate_seed)
+@given(
+    trees,
+    temperatures,
+    gammas,
+    st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["value", "log_prob"]),
+    st.sampled_from([0, None, 1, 2, 3]),
+)
+def test_value_loss_positive_off_optimum(
+    env, temperature, gamma, truncate_seed, seed, which, path_length
+):
+    rewards, log_probs, values, mask, terminated, _ = optimal_batch(
+        env, temperature, gamma, truncate_seed
+    )
     rng = np.random.default_rng(seed)
     real = mask.nonzero()
     i = real[rng.integers(len(real))].tolist()
@@ -316,8 +368,9 @@ def test_value_loss_positive_off_optimum(env, temperature, gamma, truncate_seed,
         values[tuple(i)] += 0.1
     else:
         log_probs[tuple(i)] += 0.1
-    loss = pa.value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma,
-                         path_length).item()
+    loss = pa.value_loss(
+        rewards, log_probs, values, mask, terminated, temperature, gamma, path_length
+    ).item()
     assert loss > 1e-6 * min(1, temperature) ** 2
 
 
@@ -338,12 +391,20 @@ def test_value_loss_matches_a_step_by_step_path_consistency(seed, gamma, tempera
         for t in range(length):
             m = min(d or length, length - t)
             end_value = 0.0 if (t + m == length and terminated[i]) else values[i, t + m]
-            soft = sum(gamma**k * (rewards[i, t + k] - temperature * log_probs[i, t + k])
-                       for k in range(m))
+            soft = sum(
+                gamma**k * (rewards[i, t + k] - temperature * log_probs[i, t + k]) for k in range(m)
+            )
             residuals.append(values[i, t] - soft - gamma**m * end_value)
-    loss = pa.value_loss(torch.as_tensor(rewards), torch.as_tensor(log_probs),
-                         torch.as_tensor(values), mask, torch.as_tensor(terminated), temperature,
-                         gamma, d).item()
+    loss = pa.value_loss(
+        torch.as_tensor(rewards),
+        torch.as_tensor(log_probs),
+        torch.as_tensor(values),
+        mask,
+        torch.as_tensor(terminated),
+        temperature,
+        gamma,
+        d,
+    ).item()
     assert loss == pytest.approx(np.mean(np.square(residuals)), rel=1e-9)
 
 
@@ -352,8 +413,9 @@ def test_value_loss_matches_a_step_by_step_path_consistency(seed, gamma, tempera
 def test_trajectory_value_equals_soft_value_of_root(env, temperature):
     rewards, log_probs, _, mask, _, values = optimal_batch(env, temperature, 1.0)
     v_prime = pa.trajectory_value(rewards, log_probs, mask, temperature)
-    assert torch.allclose(v_prime, torch.full_like(v_prime, values[0].item()),
-                          atol=1e-9 * (1 + abs(values[0].item())))
+    assert torch.allclose(
+        v_prime, torch.full_like(v_prime, values[0].item()), atol=1e-9 * (1 + abs(values[0].item()))
+    )
     # and the optimal policy's trajectory law is the Boltzmann law over returns
     log_p = pa.masked_sum(log_probs, mask)[0]
     target = pa.boltzmann_log_probs(pa.masked_sum(rewards, mask)[0], temperature)
@@ -361,7 +423,7 @@ def test_trajectory_value_equals_soft_value_of_root(env, temperature):
 
 
 def test_value_loss_finite_at_extremes():
-    env = pa.TreeEnv(4, 3, 7, 0.3)
+    env = tree_env.TreeEnv(4, 3, 7, 0.3)
     for temperature in (1e-3, 1e3):
         rewards, log_probs, values, mask, terminated, _ = optimal_batch(env, temperature, 0.99, 1)
         rewards = torch.where(mask, rewards * 1e4, rewards).float()
@@ -386,21 +448,30 @@ def test_err_group_advantage_is_exactly_zero_at_boltzmann(batch):
 
 
 @SETTINGS
-@given(trees, temperatures, gammas, st.floats(0, 1), st.one_of(st.none(), st.integers(0, 99)),
-       st.sampled_from([float("nan"), 7.0]))
-def test_err_gae_advantage_zero_with_exact_soft_values(env, temperature, gamma, gae_lambda,
-                                                       truncate_seed, after_end):
+@given(
+    trees,
+    temperatures,
+    gammas,
+    st.floats(0, 1),
+    st.one_of(st.none(), st.integers(0, 99)),
+    st.sampled_from([float("nan"), 7.0]),
+)
+def test_err_gae_advantage_zero_with_exact_soft_values(
+    env, temperature, gamma, gae_lambda, truncate_seed, after_end
+):
     """With V = V* and pi = pi* of the discounted soft MDP, every TD error of the ERR reward is 0,
     so is every advantage, and the soft return equals V*.  After termination nothing is
     bootstrapped: V at that index holds garbage (nan or a number), and must not matter."""
-    rewards, log_probs, values, mask, terminated, _ = optimal_batch(env, temperature, gamma,
-                                                                    truncate_seed)
+    rewards, log_probs, values, mask, terminated, _ = optimal_batch(
+        env, temperature, gamma, truncate_seed
+    )
     ends = mask.sum(-1)
-    values[terminated] = values[terminated].index_put((torch.arange(int(terminated.sum())),
-                                                       ends[terminated]), torch.tensor(after_end,
-                                                                                       dtype=F64))
-    advantages, soft_returns = pa.soft_advantages(rewards, log_probs, values, mask, terminated,
-                                                  temperature, gamma, gae_lambda)
+    values[terminated] = values[terminated].index_put(
+        (torch.arange(int(terminated.sum())), ends[terminated]), torch.tensor(after_end, dtype=F64)
+    )
+    advantages, soft_returns = pa.soft_advantages(
+        rewards, log_probs, values, mask, terminated, temperature, gamma, gae_lambda
+    )
     scale = 1 + values.nan_to_num().abs().max().item() + 10 / temperature
     assert advantages[mask].abs().max() <= 1e-9 * scale
     assert torch.allclose(soft_returns[mask], values[..., :-1][mask], atol=1e-9 * scale)
@@ -438,15 +509,22 @@ def test_err_at_zero_temperature_is_plain_ppo(seed, gamma, lam):
     rewards, values = rng.normal(size=(count, steps)), rng.normal(size=(count, steps + 1))
     terminated = rng.random(count) < 0.5
     log_probs = torch.as_tensor(-rng.exponential(size=(count, steps)))
-    assert torch.equal(pa.err_rewards(torch.as_tensor(rewards), log_probs, 0.0),
-                       torch.as_tensor(rewards))
-    advantages, returns = pa.soft_advantages(torch.as_tensor(rewards), log_probs,
-                                             torch.as_tensor(values), mask,
-                                             torch.as_tensor(terminated), 0.0, gamma, lam)
+    assert torch.equal(
+        pa.err_rewards(torch.as_tensor(rewards), log_probs, 0.0), torch.as_tensor(rewards)
+    )
+    advantages, returns = pa.soft_advantages(
+        torch.as_tensor(rewards),
+        log_probs,
+        torch.as_tensor(values),
+        mask,
+        torch.as_tensor(terminated),
+        0.0,
+        gamma,
+        lam,
+    )
     expected = reference_gae(rewards, values, lengths, terminated, gamma, lam)
     assert np.allclose(advantages[mask].numpy(), expected[mask.numpy()], atol=1e-10)
-    assert np.allclose(returns[mask].numpy(), (expected + values[:, :-1])[mask.numpy()],
-                       atol=1e-10)
+    assert np.allclose(returns[mask].numpy(), (expected + values[:, :-1])[mask.numpy()], atol=1e-10)
 
 
 # ---- sampler -----------------------------------------------------------------------------------
@@ -482,7 +560,7 @@ def test_sampler_groups_share_seed_and_counts_steps_exactly():
     assert not torch.equal(first[0, 0], first[1, 0])  # fresh seed per group
     lengths = batch.mask.sum(-1).flatten().tolist()
     assert lengths == [env.steps for env in envs]
-    assert batch.env_steps == sum(env.steps for env in envs)
+    assert int(batch.mask.sum()) == sum(env.steps for env in envs)
     assert all(env.done for env in envs)
     # the mask is a prefix, episodes differ in length, and only a truncation is not terminated
     steps = batch.mask.shape[-1]
@@ -505,7 +583,8 @@ def test_sampler_same_seed_same_batch_other_seed_other_batch():
     assert torch.equal(first.observations, again.observations)
     assert torch.equal(first.actions, again.actions)
     assert first.observations.shape != other.observations.shape or not torch.equal(
-        first.observations, other.observations)
+        first.observations, other.observations
+    )
 
 
 def test_sampler_behaviour_log_probs_match_the_policy():
@@ -538,13 +617,17 @@ def test_update_starts_from_the_behaviour_log_probs(tmp_path, monkeypatch, algo)
 
     def checked(agent, optimizer, batch, *args):
         recomputed = pa.taken_log_probs(agent, batch)
-        seen.append((agent.normalizer.count.item(),
-                     (recomputed - batch.log_probs)[batch.mask].abs().max().item()))
+        seen.append(
+            (
+                agent.normalizer.count.item(),
+                (recomputed - batch.log_probs)[batch.mask].abs().max().item(),
+            )
+        )
         return update(agent, optimizer, batch, *args)
 
     update = pa.UPDATES[algo]
     monkeypatch.setitem(pa.UPDATES, algo, checked)
-    pa.train(config(algo=algo, **SMOKE), tmp_path, quiet=True)
+    pa.train(config(algo=algo, **SMOKE), tmp_path)
     assert seen[0][0] == 0 and seen[1][0] > 0  # the second batch saw a fitted normaliser
     assert all(difference < 1e-5 for _, difference in seen)
 
@@ -554,10 +637,10 @@ def test_update_starts_from_the_behaviour_log_probs(tmp_path, monkeypatch, algo)
 
 def config(env="CartPole-v1", algo="grouped", **overrides):
     values = pa.defaults_for(env, algo)
-    values.update(env=env, algo=algo, eval_episodes=2, final_eval_episodes=2)
+    values.update(env=env, algo=algo, eval_episodes=2, final_eval_episodes=2, quiet=True)
     values.update(overrides)
     cfg = pa.Config(**values)
-    pa.validate(cfg)
+    pa.check_config(cfg)
     return cfg
 
 
@@ -572,7 +655,7 @@ SMOKE = dict(iterations=2, num_groups=2, group_size=2, optim_steps=3, eval_every
 @pytest.mark.parametrize("algo", ["grouped", "value", "err"])
 def test_smoke_run_records_and_checkpoints(tmp_path, env, algo):
     cfg = config(env, algo, **SMOKE)
-    experiment = pa.train(cfg, tmp_path, quiet=True)
+    experiment = pa.train(cfg, tmp_path)
     history, summary = experiment["history"], experiment["summary"]
     assert [r["iteration"] for r in history] == [1, 2]
     assert all(math.isfinite(r["loss"]) and r["eval_return"] is not None for r in history)
@@ -586,8 +669,10 @@ def test_smoke_run_records_and_checkpoints(tmp_path, env, algo):
 
 @pytest.mark.parametrize("algo", ["grouped", "value", "err"])
 def test_same_seed_same_history_other_seed_other_history(tmp_path, algo):
-    runs = [pa.train(config(algo=algo, seed=seed, **SMOKE), tmp_path / str(i), quiet=True)
-            for i, seed in enumerate([5, 5, 6])]
+    runs = [
+        pa.train(config(algo=algo, seed=seed, **SMOKE), tmp_path / str(i))
+        for i, seed in enumerate([5, 5, 6])
+    ]
     first, again, other = (without_wall_time(run["history"]) for run in runs)
     assert first == again
     assert first != other
@@ -608,9 +693,11 @@ def test_a_crossing_counts_only_when_fresh_episodes_confirm_it(tmp_path, monkeyp
 
     monkeypatch.setattr(pa, "evaluate", scripted)
     cfg = config(**{**SMOKE, "iterations": 5}, stop_when_solved=True, confirm_episodes=7)
-    summary = pa.train(cfg, tmp_path, quiet=True)["summary"]
-    assert [(c["iteration"], c["confirm_return"]) for c in summary["crossings"]] == [(1, 400.0),
-                                                                                     (2, 480.0)]
+    summary = pa.train(cfg, tmp_path)["summary"]
+    assert [(c["iteration"], c["confirm_return"]) for c in summary["crossings"]] == [
+        (1, 400.0),
+        (2, 480.0),
+    ]
     assert summary["solved_iteration"] == 2 == summary["iterations"]
     assert (1, 2, 7) in calls and (2, 2, 7) in calls  # 7 confirmation episodes, their own seeds
 
@@ -623,9 +710,17 @@ def test_confirmation_seeds_are_fresh_and_never_training_seeds(monkeypatch):
 
     def record(envs, agent, seeds, group_size, generator, greedy=False):
         seen[len(seen)] = list(seeds)
-        return pa.pad_episodes([[np.zeros(1), np.zeros(1)]] * len(seeds), [[0]] * len(seeds),
-                               [[1.0]] * len(seeds), [[0.0]] * len(seeds), [[0.0]] * len(seeds),
-                               [True] * len(seeds), 1)
+        n = len(seeds)  # n one-step episodes of return 1
+        zeros, ones = torch.zeros(n, 1, 1), torch.ones(n, 1, 1)
+        return pa.Batch(
+            torch.zeros(n, 1, 2, 1),
+            zeros.long(),
+            ones,
+            zeros,
+            zeros,
+            ones.bool(),
+            torch.ones(n, 1, dtype=torch.bool),
+        )
 
     monkeypatch.setattr(pa, "sample_episodes", record)
     cfg = config(eval_episodes=32, confirm_episodes=100)
@@ -654,67 +749,88 @@ TREES = [dict(tree_seed=0), dict(tree_seed=1)]
 
 # value with one-step paths (d = 1): with the default 16 episodes per batch tree 1 at T = 0.5
 # ends at KL 1.1e-2; with 32 the worst of the four cells measured 2.3e-3.
-@pytest.mark.parametrize("algo, flags", [("grouped", {}), ("value", {}), ("err", {}),
-                                         ("err", {"baseline": "value"}),
-                                         ("grouped", {"clip_eps": 0.05, "iterations": 80}),
-                                         ("value", dict(path_length=1, num_groups=32))])
+@pytest.mark.parametrize(
+    "algo, flags",
+    [
+        ("grouped", {}),
+        ("value", {}),
+        ("err", {}),
+        ("err", {"baseline": "value"}),
+        ("grouped", {"clip_eps": 0.05, "iterations": 80}),
+        ("value", dict(path_length=1, num_groups=32)),
+    ],
+)
 @pytest.mark.parametrize("temperature", [0.5, 2.0])
 def test_training_reaches_the_exact_boltzmann_law_on_trees(tmp_path, algo, flags, temperature):
     """The real loop (sampler, update, networks) drives KL(p_policy || p_Boltzmann) below 0.01
     on two trees, while plain PG (T = 0) on the same trees does not approach the law.  err runs
     with the group baseline and with the learned soft value (the CartPole/LunarLander path)."""
     for i, tree in enumerate(TREES):
-        cfg = config("Tree-v0", algo, temp_start=temperature, temp_end=temperature,
-                     env_kwargs=tree, eval_every=1000, **flags)
-        summary = pa.train(cfg, tmp_path / f"{i}", quiet=True)["summary"]
+        cfg = config(
+            "Tree-v0",
+            algo,
+            temp_start=temperature,
+            temp_end=temperature,
+            env_kwargs=tree,
+            eval_every=1000,
+            **flags,
+        )
+        summary = pa.train(cfg, tmp_path / f"{i}")["summary"]
         assert summary["exact_kl"] < 0.01, (tree, summary["exact_kl"])
 
 
 @pytest.mark.parametrize("tree", TREES)
 def test_plain_pg_does_not_reach_the_boltzmann_law(tmp_path, capsys, tree):
-    cfg = config("Tree-v0", "err", temp_start=0.0, temp_end=0.0, env_kwargs=tree,
-                 eval_every=1000)
-    agent_run = pa.train(cfg, tmp_path, quiet=True)
+    cfg = config("Tree-v0", "err", temp_start=0.0, temp_end=0.0, env_kwargs=tree, eval_every=1000)
+    agent_run = pa.train(cfg, tmp_path)
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     env = gym.make("Tree-v0", **tree)
     agent = pa.make_agent(cfg, env, with_value=True)
     agent.load_state_dict(checkpoint["agent"])
     assert agent_run["summary"]["exact_kl"] is None  # undefined at T = 0
-    kl = pa.exact_trajectory_kl(agent, env, 1.0)
+    kl = exact_kl(agent, env, 1.0)
     assert kl > 0.1
     # --validate reports the same exact KL for an enumerable env (what `make tree` prints)
-    pa.validate_model(dataclasses.replace(cfg, temp_start=1.0, temp_end=1.0, eval_episodes=1),
-                      tmp_path / "checkpoint.pt", None, True)
+    checkpoint = str(tmp_path / "checkpoint.pt")
+    pa.validate_model(
+        dataclasses.replace(
+            cfg, temp_start=1.0, temp_end=1.0, eval_episodes=1, load_model=checkpoint
+        )
+    )
     assert f"p_Boltzmann at T=1) = {kl:.2e}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("num_starts", [1, 3])
 def test_exact_kl_is_zero_for_the_soft_optimal_policy(num_starts):
-    env = pa.TreeEnv(tree_seed=3, num_starts=num_starts)
-    _, log_policy = pa.soft_value_iteration(env, 0.7)
+    env = tree_env.TreeEnv(tree_seed=3, num_starts=num_starts)
+    _, log_policy = soft_value_iteration(env, 0.7)
 
     class Optimal:
         def log_probs(self, obs):
             return obs.double() @ log_policy
 
-    kls = pa.exact_trajectory_kl(Optimal(), env, 0.7, per_start=True)
+    kls = exact_kl(Optimal(), env, 0.7, per_start=True)
     assert len(kls) == num_starts and max(map(abs, kls)) < 1e-12
-    assert min(pa.exact_trajectory_kl(Optimal(), env, 0.35, per_start=True)) > 1e-3
-    assert pa.exact_trajectory_kl(Optimal(), env, 0.35) == pytest.approx(
-        np.mean(pa.exact_trajectory_kl(Optimal(), env, 0.35, per_start=True)), rel=1e-12)
+    assert min(exact_kl(Optimal(), env, 0.35, per_start=True)) > 1e-3
+    assert exact_kl(Optimal(), env, 0.35) == pytest.approx(
+        np.mean(exact_kl(Optimal(), env, 0.35, per_start=True)), rel=1e-12
+    )
 
 
 def test_tree_start_follows_the_seed_and_no_seed_groups_gives_each_episode_its_own():
-    env = pa.TreeEnv(depth=3, num_starts=3)
+    env = tree_env.TreeEnv(depth=3, num_starts=3)
     assert [int(env.reset(seed=s)[0].argmax()) for s in range(6)] == [0, 1, 2, 0, 1, 2]
     assert {int(env.reset()[0].argmax()) for _ in range(50)} == {0, 1, 2}  # from np_random
-    envs = [pa.TreeEnv(depth=3, num_starts=3) for _ in range(12)]
+    envs = [tree_env.TreeEnv(depth=3, num_starts=3) for _ in range(12)]
     agent, generator = pa.Agent(env.num_nodes, 3, 16, False, False), torch.Generator()
     shared = pa.sample_episodes(envs, agent, np.arange(3), 4, generator)  # one seed per group
     own = pa.sample_episodes(envs, agent, np.arange(12), 4, generator)  # one per episode
     assert shared.observations[:, :, 0].argmax(-1).tolist() == [[0] * 4, [1] * 4, [2] * 4]
-    assert own.observations[:, :, 0].argmax(-1).tolist() == [[0, 1, 2, 0], [1, 2, 0, 1],
-                                                             [2, 0, 1, 2]]
+    assert own.observations[:, :, 0].argmax(-1).tolist() == [
+        [0, 1, 2, 0],
+        [1, 2, 0, 1],
+        [2, 0, 1, 2],
+    ]
 
 
 def test_without_seed_groups_grouped_annealing_learns_the_wrong_law(tmp_path):
@@ -726,16 +842,33 @@ def test_without_seed_groups_grouped_annealing_learns_the_wrong_law(tmp_path):
     tree = dict(tree_seed=1, num_starts=3, depth=3)
     kls = {}
     for flags in ([], ["--no-seed-groups"]):
-        args = ["--env", "Tree-v0", "--temp-start", "0.5", "--temp-end", "0.5", "--env-kwargs",
-                json.dumps(tree), "--eval-every", "1000", *flags]
-        cfg = dataclasses.replace(pa.config_from_args(pa.build_parser().parse_args(args)),
-                                  eval_episodes=2, final_eval_episodes=2)
-        pa.train(cfg, tmp_path / str(cfg.seed_groups), quiet=True)
+        args = [
+            "--env",
+            "Tree-v0",
+            "--temp-start",
+            "0.5",
+            "--temp-end",
+            "0.5",
+            "--env-kwargs",
+            json.dumps(tree),
+            "--eval-every",
+            "1000",
+            *flags,
+        ]
+        cfg = dataclasses.replace(
+            pa.config_from_args(pa.build_parser().parse_args(args)),
+            eval_episodes=2,
+            final_eval_episodes=2,
+        )
+        pa.train(cfg, tmp_path / str(cfg.seed_groups))
         env = gym.make("Tree-v0", **tree)
         agent = pa.make_agent(cfg, env, with_value=False)
-        agent.load_state_dict(torch.load(tmp_path / str(cfg.seed_groups) / "checkpoint.pt",
-                                         weights_only=True)["agent"])
-        kls[cfg.seed_groups] = pa.exact_trajectory_kl(agent, env, 0.5, per_start=True)
+        agent.load_state_dict(
+            torch.load(tmp_path / str(cfg.seed_groups) / "checkpoint.pt", weights_only=True)[
+                "agent"
+            ]
+        )
+        kls[cfg.seed_groups] = exact_kl(agent, env, 0.5, per_start=True)
     assert max(kls[True]) < 0.01 and np.mean(kls[False]) > 0.03, kls
 
 
@@ -745,6 +878,7 @@ def test_without_seed_groups_grouped_annealing_learns_the_wrong_law(tmp_path):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bandit_annealing_settles_on_boltzmann_entropy_bonus_does_not(seed):
     import toy_bandit
+
     methods = toy_bandit.run(seed=seed)["methods"]
     for name in ("annealing", "grouped"):
         assert methods[name]["kl_to_target"] < 0.01 and methods[name]["late_std"] < 1e-3
@@ -769,41 +903,77 @@ def one_line_error(capsys, *argv, expect):
     return err
 
 
-@pytest.mark.parametrize("argv, expect", [
-    (["--env", "NoSuchEnv-v0"], "unknown env"),
-    (["--env", "Pendulum-v1"], "Discrete actions"),
-    (["--env", "FrozenLake-v1"], "flat Box observation"),
-    (["--algo", "sac"], "invalid choice"),
-    (["--group-size", "0"], "--group-size must be a positive integer"),
-    (["--num-groups", "-1"], "--num-groups must be a positive integer"),
-    (["--iterations", "0"], "--iterations must be a positive integer"),
-    (["--lr", "0"], "--lr must be a positive number"),
-    (["--lr", "nan"], "--lr must be a positive number"),
-    (["--temp-start", "-1"], "--temp-start must be a finite number >= 0"),
-    (["--temp-end", "-0.1"], "--temp-end must be a finite number >= 0"),
-    (["--temp-start", "0.5", "--temp-end", "0"], "cannot reach or leave 0"),
-    (["--algo", "err", "--temp-start", "0"], "cannot reach or leave 0"),
-    (["--algo", "grouped", "--temp-start", "0", "--temp-end", "0"], "needs a temperature > 0"),
-    (["--algo", "grouped", "--group-size", "1"], "--group-size must be >= 2"),
-    (["--algo", "value", "--path-length", "-1"], "--path-length must be >= 0"),
-    (["--batch-size", "10", "--num-groups", "2", "--group-size", "4"], "give two of the three"),
-    (["--batch-size", "10", "--group-size", "4"], "not a multiple"),
-    (["--iterations", "two"], "invalid int value"),
-    (["--validate"], "add --load-model"),
-])
+def test_every_option_is_one_config_field_with_one_flag_and_its_help():
+    """Config is the only definition: argparse is generated from it, one flag per field with the
+    field's help, and the per-env defaults only override fields that exist."""
+    fields = {field.name: field for field in dataclasses.fields(pa.Config)}
+    actions = [a for a in pa.build_parser()._actions if a.dest != "help"]
+    assert sorted(a.dest for a in actions) == sorted(fields)  # one flag each, nothing else
+    for action in actions:
+        assert action.help and action.help == fields[action.dest].metadata["help"]
+        assert action.default is None  # so that a flag given on the command line is seen
+    assert all(key in fields for row in pa.DEFAULTS.values() for key in row)
+    assert all(field.metadata["must"] in (None, *pa.MUST) for field in fields.values())
+    # no flag given: exactly the defaults of the env and algo
+    cfg = pa.config_from_args(pa.build_parser().parse_args(["--env", "LunarLander-v3"]))
+    assert cfg == dataclasses.replace(
+        pa.Config(env="LunarLander-v3"), **pa.DEFAULTS["LunarLander-v3"]
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["--env", "NoSuchEnv-v0"], "unknown env"),
+        (["--env", "Pendulum-v1"], "Discrete actions"),
+        (["--env", "FrozenLake-v1"], "flat Box observation"),
+        (["--algo", "sac"], "invalid choice"),
+        (["--group-size", "0"], "--group-size must be a positive integer"),
+        (["--num-groups", "-1"], "--num-groups must be a positive integer"),
+        (["--iterations", "0"], "--iterations must be a positive integer"),
+        (["--lr", "0"], "--lr must be a positive number"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--temp-start", "-1"], "--temp-start must be a finite number >= 0"),
+        (["--temp-end", "-0.1"], "--temp-end must be a finite number >= 0"),
+        (["--temp-start", "0.5", "--temp-end", "0"], "cannot reach or leave 0"),
+        (["--algo", "err", "--temp-start", "0"], "cannot reach or leave 0"),
+        (["--algo", "grouped", "--temp-start", "0", "--temp-end", "0"], "needs a temperature > 0"),
+        (["--algo", "grouped", "--group-size", "1"], "--group-size must be >= 2"),
+        (["--algo", "value", "--path-length", "-1"], "--path-length must be >= 0"),
+        (["--iterations", "two"], "invalid int value"),
+        (["--validate"], "add --load-model"),
+    ],
+)
 def test_bad_arguments_give_one_clear_line(capsys, tmp_path, argv, expect):
     one_line_error(capsys, *argv, "--out", str(tmp_path / "run"), expect=expect)
     assert not (tmp_path / "run").exists()  # nothing created for a refused run
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(-3, 3), st.integers(-3, 3), st.integers(-3, 3),
-       st.floats(-1, 1, allow_nan=False), st.floats(-1, 1, allow_nan=False))
-def test_argument_validation_accepts_exactly_the_valid_configs(iterations, groups, size, lr,
-                                                               temperature):
-    argv = ["--iterations", str(iterations), "--num-groups", str(groups), "--group-size",
-            str(size), "--lr", repr(lr), "--temp-start", repr(temperature), "--temp-end",
-            repr(temperature)]
+@given(
+    st.integers(-3, 3),
+    st.integers(-3, 3),
+    st.integers(-3, 3),
+    st.floats(-1, 1, allow_nan=False),
+    st.floats(-1, 1, allow_nan=False),
+)
+def test_argument_validation_accepts_exactly_the_valid_configs(
+    iterations, groups, size, lr, temperature
+):
+    argv = [
+        "--iterations",
+        str(iterations),
+        "--num-groups",
+        str(groups),
+        "--group-size",
+        str(size),
+        "--lr",
+        repr(lr),
+        "--temp-start",
+        repr(temperature),
+        "--temp-end",
+        repr(temperature),
+    ]
     valid = iterations > 0 and groups > 0 and size >= 2 and lr > 0 and temperature > 0
     try:
         cfg = pa.config_from_args(pa.build_parser().parse_args(argv))
@@ -817,7 +987,7 @@ def test_argument_validation_accepts_exactly_the_valid_configs(iterations, group
 @pytest.fixture(scope="module")
 def cartpole_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cartpole")
-    pa.train(config(**SMOKE), run_dir, quiet=True)
+    pa.train(config(**SMOKE), run_dir)
     return run_dir
 
 
@@ -834,10 +1004,24 @@ def test_bad_checkpoints_give_one_clear_line(capsys, tmp_path, cartpole_run):
     one_line_error(capsys, *validate, str(truncated), expect="corrupt or truncated")
     one_line_error(capsys, *validate, str(garbage), expect="corrupt or truncated")
     one_line_error(capsys, *validate, str(foreign), expect="not a policy-annealing checkpoint")
-    one_line_error(capsys, *validate, str(checkpoint), "--env", "LunarLander-v3",
-                   expect="does not fit this env")
-    one_line_error(capsys, "--env", "LunarLander-v3", "--load-model", str(checkpoint), "--out",
-                   str(tmp_path / "x"), expect="does not fit this env")
+    one_line_error(
+        capsys,
+        *validate,
+        str(checkpoint),
+        "--env",
+        "LunarLander-v3",
+        expect="does not fit this env",
+    )
+    one_line_error(
+        capsys,
+        "--env",
+        "LunarLander-v3",
+        "--load-model",
+        str(checkpoint),
+        "--out",
+        str(tmp_path / "x"),
+        expect="does not fit this env",
+    )
     code, _ = run_main(capsys, *validate, str(checkpoint))
     assert code == 0
 
@@ -848,16 +1032,40 @@ def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(capsys, tmp_pat
     copy.mkdir()
     for name in ("experiment.json", "checkpoint.pt"):
         (copy / name).write_bytes((cartpole_run / name).read_bytes())
-    code, _ = run_main(capsys, "--out", str(copy), "--overwrite", "--iterations", "1",
-                       "--num-groups", "2", "--group-size", "2", "--optim-steps", "1", "--quiet",
-                       "--eval-episodes", "2")
+    code, _ = run_main(
+        capsys,
+        "--out",
+        str(copy),
+        "--overwrite",
+        "--iterations",
+        "1",
+        "--num-groups",
+        "2",
+        "--group-size",
+        "2",
+        "--optim-steps",
+        "1",
+        "--quiet",
+        "--eval-episodes",
+        "2",
+    )
     assert code == 0 and len(json.loads((copy / "experiment.json").read_text())["history"]) == 1
 
 
 def test_a_real_process_reports_bad_input_without_traceback(tmp_path):
-    result = subprocess.run([sys.executable, str(HERE / "policy_annealing.py"), "--env",
-                             "NoSuchEnv-v0", "--out", str(tmp_path / "x")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "policy_annealing.py"),
+            "--env",
+            "NoSuchEnv-v0",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "unknown env" in result.stderr
 
@@ -880,20 +1088,38 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     monkeypatch.setitem(pa.UPDATES, "grouped", counting_update)
     monkeypatch.setattr(pa, "grouped_loss", poisoned_loss)
     cfg = config(**{**SMOKE, "iterations": 5, "clip_eps": 0.0})
-    experiment = pa.train(cfg, tmp_path, quiet=True)
+    experiment = pa.train(cfg, tmp_path)
     assert "nan" in experiment["summary"]["error"] and len(experiment["history"]) == 2
-    checkpoint = pa.load_checkpoint(tmp_path / "checkpoint.pt")
+    checkpoint = run_io.load_checkpoint(tmp_path / "checkpoint.pt")
     assert checkpoint["state"]["iteration"] == 2
     assert all(torch.isfinite(t).all() for t in checkpoint["agent"].values())
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_keeps_completed_iterations_and_resume_continues_identically(tmp_path, sig):
-    args = ["--iterations", "25", "--num-groups", "2", "--group-size", "2", "--optim-steps", "20",
-            "--eval-every", "5", "--eval-episodes", "2", "--seed", "3", "--quiet"]
+    args = [
+        "--iterations",
+        "25",
+        "--num-groups",
+        "2",
+        "--group-size",
+        "2",
+        "--optim-steps",
+        "20",
+        "--eval-every",
+        "5",
+        "--eval-episodes",
+        "2",
+        "--seed",
+        "3",
+        "--quiet",
+    ]
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, str(HERE / "policy_annealing.py"), *args,
-                                "--out", str(run_dir)], stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "policy_annealing.py"), *args, "--out", str(run_dir)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     experiment_path = run_dir / "experiment.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait (by polling, not sleeping blind) for 3 iterations
@@ -910,15 +1136,17 @@ def test_signal_keeps_completed_iterations_and_resume_continues_identically(tmp_
     experiment = json.loads(experiment_path.read_text())  # valid JSON
     kept = experiment["summary"]["iterations"]
     assert 3 <= kept < 25 and len(experiment["history"]) == kept
-    assert pa.load_checkpoint(run_dir / "checkpoint.pt")["state"]["iteration"] == kept
-    resumed = subprocess.run([sys.executable, str(HERE / "policy_annealing.py"), "--resume",
-                              str(run_dir), "--quiet"], capture_output=True, text=True,
-                             timeout=300)
+    assert run_io.load_checkpoint(run_dir / "checkpoint.pt")["state"]["iteration"] == kept
+    resumed = subprocess.run(
+        [sys.executable, str(HERE / "policy_annealing.py"), "--resume", str(run_dir), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     cfg = pa.config_from_args(pa.build_parser().parse_args(args))
     # a shorter final evaluation than the subprocess's: it is not part of the history
-    uninterrupted = pa.train(dataclasses.replace(cfg, final_eval_episodes=2),
-                             tmp_path / "straight", quiet=True)
+    uninterrupted = pa.train(dataclasses.replace(cfg, final_eval_episodes=2), tmp_path / "straight")
     final = json.loads(experiment_path.read_text())
     assert without_wall_time(final["history"]) == without_wall_time(uninterrupted["history"])
 
@@ -933,7 +1161,7 @@ def test_evaluation_seeds_never_overlap_training_seeds(tmp_path, monkeypatch):
         return real_sample(envs, agent, seeds, group_size, generator, greedy)
 
     monkeypatch.setattr(pa, "sample_episodes", recording)
-    pa.train(config(**{**SMOKE, "iterations": 4}), tmp_path, quiet=True)
+    pa.train(config(**{**SMOKE, "iterations": 4}), tmp_path)
     assert len(used["train"]) == 4 * SMOKE["num_groups"] and len(used["eval"]) > 4
     assert not used["train"] & used["eval"]
     assert max(used["train"]) < 2**31 <= min(used["eval"])
@@ -943,8 +1171,10 @@ def test_checkpoint_round_trip_reproduces_the_final_greedy_evaluation(tmp_path):
     """--validate on the saved checkpoint sees the same episodes (same evaluation seeds) and
     must get exactly the returns the run itself measured with its in-memory policy."""
     cfg = config(**{**SMOKE, "iterations": 3, "final_eval_episodes": 4, "eval_episodes": 4})
-    summary = pa.train(cfg, tmp_path, quiet=True)["summary"]
-    returns = pa.validate_model(cfg, tmp_path / "checkpoint.pt", None, True)
+    summary = pa.train(cfg, tmp_path)["summary"]
+    returns = pa.validate_model(
+        dataclasses.replace(cfg, load_model=str(tmp_path / "checkpoint.pt"))
+    )
     assert len(returns) == 4
     assert float(returns.mean()) == summary["final_eval"]["greedy"]["mean"]
     assert float(returns.std()) == summary["final_eval"]["greedy"]["std"]

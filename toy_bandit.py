@@ -38,8 +38,12 @@ def method_loss(method, logits, actions, temperature):
     log_probs = log_pi[actions]  # (batch,)
     rewards = REWARDS[actions]
     if method == "grouped":  # one group = the batch; each episode is one step
-        return grouped_loss(rewards[None, :, None], log_probs[None, :, None],
-                            torch.ones(1, len(actions), 1, dtype=torch.bool), temperature)
+        return grouped_loss(
+            rewards[None, :, None],
+            log_probs[None, :, None],
+            torch.ones(1, len(actions), 1, dtype=torch.bool),
+            temperature,
+        )
     if method == "annealing":
         rewards = err_rewards(rewards, log_probs.detach(), temperature)
     advantages = rewards - rewards.mean()
@@ -52,8 +56,12 @@ def method_loss(method, logits, actions, temperature):
 def run(seed=0, steps=2000, batch_size=16, lr=0.1, temperature=0.5):
     """Train every method from uniform logits; returns the JSON-able result."""
     target = boltzmann_log_probs(REWARDS, temperature).exp()
-    result = {"target": target.tolist(), "rewards": REWARDS.tolist(),
-              "temperature": temperature, "methods": {}}
+    result = {
+        "target": target.tolist(),
+        "rewards": REWARDS.tolist(),
+        "temperature": temperature,
+        "methods": {},
+    }
     for index, method in enumerate(METHODS):
         generator = torch.Generator().manual_seed(seed * len(METHODS) + index)
         logits = torch.zeros(3, dtype=torch.float64, requires_grad=True)
@@ -67,7 +75,7 @@ def run(seed=0, steps=2000, batch_size=16, lr=0.1, temperature=0.5):
             optimizer.step()
             history.append(torch.softmax(logits.detach(), -1).tolist())
         final = torch.tensor(history[-1], dtype=torch.float64)
-        late = np.array(history[-(steps // 4):])
+        late = np.array(history[-(steps // 4) :])
         kl = float((final * (final.log() - target.log())).sum())
         result["methods"][method] = {
             "final_probs": final.tolist(),
@@ -80,8 +88,10 @@ def run(seed=0, steps=2000, batch_size=16, lr=0.1, temperature=0.5):
 
 def plot(result, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(METHODS), figsize=(4 * len(METHODS), 3.2), sharey=True)
     colors = ["tab:blue", "tab:orange", "tab:green"]
     for ax, method in zip(axes, METHODS, strict=False):
@@ -90,8 +100,10 @@ def plot(result, path):
             ax.plot(history[:, arm], color=colors[arm], label=f"p({ARMS[arm]})", linewidth=1)
             ax.axhline(result["target"][arm], color=colors[arm], linestyle="--", linewidth=1)
         stats = result["methods"][method]
-        ax.set_title(f"{method}\nKL {stats['kl_to_target']:.1e}, late std "
-                     f"{stats['late_std']:.1e}", fontsize=10)
+        ax.set_title(
+            f"{method}\nKL {stats['kl_to_target']:.1e}, late std {stats['late_std']:.1e}",
+            fontsize=10,
+        )
         ax.set_xlabel("step")
     axes[0].set_ylabel("probability (dashed: softmax(R/T))")
     axes[0].legend(fontsize=8)
@@ -116,8 +128,10 @@ def main(argv=None):
     if not (args.lr > 0 and args.temperature > 0):
         parser.error("--lr and --temperature must be > 0")
     result = run(args.seed, args.steps, args.batch_size, args.lr, args.temperature)
-    print(f"target softmax(R/T), T={args.temperature}: "
-          + " ".join(f"{p:.3f}" for p in result["target"]))
+    print(
+        f"target softmax(R/T), T={args.temperature}: "
+        + " ".join(f"{p:.3f}" for p in result["target"])
+    )
     print(f"{'method':<14} {'p(A)':>6} {'p(B)':>6} {'p(C)':>6} {'KL':>9} {'late std':>9}")
     for method, stats in result["methods"].items():
         probs = " ".join(f"{p:6.3f}" for p in stats["final_probs"])

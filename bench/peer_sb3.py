@@ -15,6 +15,7 @@ rl_zoo3 2.9.0a2); the CartPole-v1 entry is marked "# Tuned". Neither entry sets 
 tanh, vf_coef 0.5, max_grad_norm 0.5). `lin_X` is the zoo's SimpleLinearSchedule:
 progress_remaining * X, i.e. X falling linearly to 0 at the end of the budget.
 """
+
 import argparse
 import importlib.metadata
 import json
@@ -32,12 +33,30 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 ZOO = {  # verbatim from hyperparams/ppo.yml (the zoo's LunarLander-v3 = its former -v2 entry)
-    "CartPole-v1": dict(n_envs=8, n_timesteps=100_000, policy="MlpPolicy", n_steps=32,
-                        batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
-                        learning_rate="lin_0.001", clip_range="lin_0.2"),
-    "LunarLander-v3": dict(n_envs=16, n_timesteps=1_000_000, policy="MlpPolicy", n_steps=1024,
-                           batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4,
-                           ent_coef=0.01),
+    "CartPole-v1": dict(
+        n_envs=8,
+        n_timesteps=100_000,
+        policy="MlpPolicy",
+        n_steps=32,
+        batch_size=256,
+        gae_lambda=0.8,
+        gamma=0.98,
+        n_epochs=20,
+        ent_coef=0.0,
+        learning_rate="lin_0.001",
+        clip_range="lin_0.2",
+    ),
+    "LunarLander-v3": dict(
+        n_envs=16,
+        n_timesteps=1_000_000,
+        policy="MlpPolicy",
+        n_steps=1024,
+        batch_size=64,
+        gae_lambda=0.98,
+        gamma=0.999,
+        n_epochs=4,
+        ent_coef=0.01,
+    ),
 }
 EVAL_EPISODES, CONFIRM_EPISODES, FINAL_EPISODES = 32, 100, 100
 
@@ -63,8 +82,9 @@ def episodes(policy, env_id, seed, stream, salt, count, greedy):
         index = np.flatnonzero(active)
         with torch.no_grad():
             probs = policy.get_distribution(torch.as_tensor(obs[index])).distribution.probs
-        actions = (probs.argmax(1) if greedy
-                   else torch.multinomial(probs, 1, generator=generator)[:, 0])
+        actions = (
+            probs.argmax(1) if greedy else torch.multinomial(probs, 1, generator=generator)[:, 0]
+        )
         for i, action in zip(index, actions.tolist(), strict=False):
             obs[i], reward, terminated, truncated, _ = envs[i].step(action)
             returns[i] += reward
@@ -102,17 +122,24 @@ class Evaluator(BaseCallback):
         entered = time.perf_counter()
         args, policy, stream = self.args, self.model.policy, len(self.history) + 1
         policy.set_training_mode(False)
-        record = {"iteration": stream, "env_steps": int(self.model.num_timesteps),
-                  "wall_time": round(entered - self.start - self.eval_time, 4),
-                  "eval_return": float(episodes(policy, args.env, args.seed, stream, 1,
-                                                EVAL_EPISODES, False).mean()),
-                  "confirm_return": None}
+        record = {
+            "iteration": stream,
+            "env_steps": int(self.model.num_timesteps),
+            "wall_time": round(entered - self.start - self.eval_time, 4),
+            "eval_return": float(
+                episodes(policy, args.env, args.seed, stream, 1, EVAL_EPISODES, False).mean()
+            ),
+            "confirm_return": None,
+        }
         if record["eval_return"] >= self.threshold:
-            record["confirm_return"] = float(episodes(policy, args.env, args.seed, stream, 2,
-                                                      CONFIRM_EPISODES, False).mean())
+            record["confirm_return"] = float(
+                episodes(policy, args.env, args.seed, stream, 2, CONFIRM_EPISODES, False).mean()
+            )
             confirmed = record["confirm_return"] >= self.threshold
-            self.crossings.append({k: record[k] for k in ("iteration", "env_steps",
-                                   "eval_return", "confirm_return")} | {"confirmed": confirmed})
+            self.crossings.append(
+                {k: record[k] for k in ("iteration", "env_steps", "eval_return", "confirm_return")}
+                | {"confirmed": confirmed}
+            )
             if confirmed:
                 self.solved = record
         self.history.append(record)
@@ -128,8 +155,11 @@ def main(argv=None):
     parser.add_argument("--max-env-steps", type=int, help="budget (default: the zoo's n_timesteps)")
     args = parser.parse_args(argv)
     if args.env not in ZOO:
-        print(f"peer_sb3.py: unsupported env '{args.env}'; the zoo hyperparameters here are for "
-              f"{', '.join(ZOO)}", file=sys.stderr)
+        print(
+            f"peer_sb3.py: unsupported env '{args.env}'; the zoo hyperparameters here are for "
+            f"{', '.join(ZOO)}",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(1)
     zoo = ZOO[args.env]
@@ -137,21 +167,35 @@ def main(argv=None):
     threshold = gym.spec(args.env).reward_threshold
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    experiment = {"config": {
-        "env": args.env, "algo": "sb3-ppo", "label": "SB3 PPO (RL-Zoo)", "seed": args.seed,
-        "max_env_steps": budget, "eval_episodes": EVAL_EPISODES,
-        "confirm_episodes": CONFIRM_EPISODES, "final_eval_episodes": FINAL_EPISODES, "threads": 1,
-        "hyperparameters": zoo, "versions": {name: importlib.metadata.version(name) for name in
-                                             ("torch", "gymnasium", "numpy", "stable-baselines3")}},
-        "history": [], "summary": {}}
+    experiment = {
+        "config": {
+            "env": args.env,
+            "algo": "sb3-ppo",
+            "label": "SB3 PPO (RL-Zoo)",
+            "seed": args.seed,
+            "max_env_steps": budget,
+            "eval_episodes": EVAL_EPISODES,
+            "confirm_episodes": CONFIRM_EPISODES,
+            "final_eval_episodes": FINAL_EPISODES,
+            "threads": 1,
+            "hyperparameters": zoo,
+            "versions": {
+                name: importlib.metadata.version(name)
+                for name in ("torch", "gymnasium", "numpy", "stable-baselines3")
+            },
+        },
+        "history": [],
+        "summary": {},
+    }
 
     def write():
         tmp = out / "experiment.json.tmp"
         tmp.write_text(json.dumps(experiment, indent=1))
         os.replace(tmp, out / "experiment.json")
 
-    kwargs = {k: schedule(v) for k, v in zoo.items()
-              if k not in ("n_envs", "n_timesteps", "policy")}
+    kwargs = {
+        k: schedule(v) for k, v in zoo.items() if k not in ("n_envs", "n_timesteps", "policy")
+    }
     env = make_vec_env(args.env, n_envs=zoo["n_envs"], seed=args.seed)  # DummyVecEnv, as the zoo
     model = PPO(zoo["policy"], env, seed=args.seed, device="cpu", verbose=0, **kwargs)
     evaluator = Evaluator(args, threshold, write)
@@ -162,27 +206,41 @@ def main(argv=None):
     except KeyboardInterrupt:
         error = "interrupted"
     last, solved = (evaluator.history or [{}])[-1], evaluator.solved
-    summary = {"iterations": len(evaluator.history), "env_steps": last.get("env_steps", 0),
-               "wall_time": last.get("wall_time", 0.0),
-               "solved_iteration": solved["iteration"] if solved else None,
-               "solved_env_steps": solved["env_steps"] if solved else None,
-               "solved_wall_time": solved["wall_time"] if solved else None,
-               "crossings": evaluator.crossings, "reward_threshold": threshold, "error": error}
+    summary = {
+        "iterations": len(evaluator.history),
+        "env_steps": last.get("env_steps", 0),
+        "wall_time": last.get("wall_time", 0.0),
+        "solved_iteration": solved["iteration"] if solved else None,
+        "solved_env_steps": solved["env_steps"] if solved else None,
+        "solved_wall_time": solved["wall_time"] if solved else None,
+        "crossings": evaluator.crossings,
+        "reward_threshold": threshold,
+        "error": error,
+    }
     if error is None:
         model.policy.set_training_mode(False)
         summary["final_eval"] = {}
         for mode in ("sampled", "greedy"):
-            returns = episodes(model.policy, args.env, args.seed, 0, 1, FINAL_EPISODES,
-                               mode == "greedy")
-            summary["final_eval"][mode] = {"mean": float(returns.mean()),
-                                           "std": float(returns.std()), "entropy": None}
+            returns = episodes(
+                model.policy, args.env, args.seed, 0, 1, FINAL_EPISODES, mode == "greedy"
+            )
+            summary["final_eval"][mode] = {
+                "mean": float(returns.mean()),
+                "std": float(returns.std()),
+                "entropy": None,
+            }
     summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     experiment["summary"] = summary
     write()
-    print(f"{args.env} seed {args.seed}: " + (
-        f"solved at {solved['env_steps']:,} env steps, {solved['wall_time']:.1f} s" if solved
-        else f"not solved in {summary['env_steps']:,} env steps")
-        + f" -> {out / 'experiment.json'}")
+    print(
+        f"{args.env} seed {args.seed}: "
+        + (
+            f"solved at {solved['env_steps']:,} env steps, {solved['wall_time']:.1f} s"
+            if solved
+            else f"not solved in {summary['env_steps']:,} env steps"
+        )
+        + f" -> {out / 'experiment.json'}"
+    )
     return 1 if error else 0
 
 

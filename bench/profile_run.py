@@ -45,35 +45,42 @@ def random_steps(env_id, count, seed=0):
 
 def main(env_id, algo, seed):
     values = pa.defaults_for(env_id, algo)
-    values.update(env=env_id, algo=algo, seed=seed, stop_when_solved=True)
+    values.update(env=env_id, algo=algo, seed=seed, stop_when_solved=True, quiet=True)
     cfg = pa.Config(**values)
-    pa.validate(cfg)
+    pa.check_config(cfg)
     profiler = cProfile.Profile()
     profiler.enable()
-    summary = pa.train(cfg, Path(tempfile.mkdtemp()), quiet=True)["summary"]
+    summary = pa.train(cfg, Path(tempfile.mkdtemp()))["summary"]
     profiler.disable()
     stats = pstats.Stats(profiler)
     steps = summary["env_steps"]
-    print(f"{env_id} {algo} seed {seed}: {steps} env steps, solved at "
-          f"{summary['solved_env_steps']}, training time {summary['wall_time']:.2f} s, "
-          f"peak RSS {summary['peak_rss_mb']} MB (all times under cProfile, which inflates "
-          "Python-call-heavy parts)")
-    rows = [("optimizer passes (update)", cumulative(stats, f"update_{algo}")),
-            ("sampling for training", cumulative(stats, "sample_episodes", caller="train")),
-            ("env.step, all sampling", cumulative(stats, "step", caller="sample_episodes")),
-            ("policy forward, all sampling", cumulative(stats, "log_probs",
-                                                        caller="sample_episodes")),
-            ("evaluation (not training time)", cumulative(stats, "evaluate")),
-            ("checkpoint + experiment.json", cumulative(stats, "save_checkpoint")
-             + cumulative(stats, "write_json"))]
+    print(
+        f"{env_id} {algo} seed {seed}: {steps} env steps, solved at "
+        f"{summary['solved_env_steps']}, training time {summary['wall_time']:.2f} s, "
+        f"peak RSS {summary['peak_rss_mb']} MB (all times under cProfile, which inflates "
+        "Python-call-heavy parts)"
+    )
+    rows = [
+        ("optimizer passes (update)", cumulative(stats, f"update_{algo}")),
+        ("sampling for training", cumulative(stats, "sample_episodes", caller="train")),
+        ("env.step, all sampling", cumulative(stats, "step", caller="sample_episodes")),
+        ("policy forward, all sampling", cumulative(stats, "log_probs", caller="sample_episodes")),
+        ("evaluation (not training time)", cumulative(stats, "evaluate")),
+        (
+            "checkpoint + experiment.json",
+            cumulative(stats, "save_checkpoint") + cumulative(stats, "write_json"),
+        ),
+    ]
     for label, seconds in rows:
         print(f"  {label:34s} {seconds:7.2f} s")
     floor_profiler = cProfile.Profile()  # the floor under the same profiler, to compare with
     floor_profiler.enable()
     floor = random_steps(env_id, steps)
     floor_profiler.disable()
-    print(f"  {'floor: as many random-action steps':34s} {floor:7.2f} s "
-          f"({random_steps(env_id, steps):.2f} s without the profiler)")
+    print(
+        f"  {'floor: as many random-action steps':34s} {floor:7.2f} s "
+        f"({random_steps(env_id, steps):.2f} s without the profiler)"
+    )
 
     # Lever: torch threads, on the same sampling work.
     envs = [gym.make(env_id) for _ in range(8)]
@@ -82,10 +89,14 @@ def main(env_id, algo, seed):
         torch.set_num_threads(threads)
         start, count = time.perf_counter(), 0
         for k in range(10):
-            count += pa.sample_episodes(envs, agent, [k, k + 100], 4,
-                                        torch.Generator().manual_seed(k)).env_steps
-        print(f"  sampler, {threads} torch thread(s): "
-              f"{(time.perf_counter() - start) / count * 1e6:.1f} µs/step")
+            batch = pa.sample_episodes(
+                envs, agent, [k, k + 100], 4, torch.Generator().manual_seed(k)
+            )
+            count += int(batch.mask.sum())
+        print(
+            f"  sampler, {threads} torch thread(s): "
+            f"{(time.perf_counter() - start) / count * 1e6:.1f} µs/step"
+        )
     # The same lever on the update: one update of a fresh agent on one fixed batch.
     batch = pa.sample_episodes(envs, agent, [0, 1], 4, torch.Generator().manual_seed(0))
     for threads in (1, 2):
@@ -93,10 +104,13 @@ def main(env_id, algo, seed):
         fresh = pa.make_agent(cfg, envs[0], with_value=cfg.algo != "grouped")
         optimizer = torch.optim.Adam(fresh.parameters(), lr=cfg.lr)
         start = time.perf_counter()
-        pa.UPDATES[cfg.algo](fresh, optimizer, batch, cfg.temp_start, cfg,
-                             torch.Generator().manual_seed(0))
-        print(f"  one update on a fixed batch of {batch.env_steps} steps, {threads} torch "
-              f"thread(s): {time.perf_counter() - start:.2f} s")
+        pa.UPDATES[cfg.algo](
+            fresh, optimizer, batch, cfg.temp_start, cfg, torch.Generator().manual_seed(0)
+        )
+        print(
+            f"  one update on a fixed batch of {int(batch.mask.sum())} steps, {threads} torch "
+            f"thread(s): {time.perf_counter() - start:.2f} s"
+        )
     torch.set_num_threads(1)
     # Lever: gymnasium vector envs against stepping 8 envs in a loop, random actions.
     rng, count = np.random.default_rng(0), 3000
@@ -108,16 +122,19 @@ def main(env_id, algo, seed):
             _, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
             if terminated or truncated:
                 env.reset()
-    print(f"  8 envs stepped in a loop: {(time.perf_counter() - start) / count / 8 * 1e6:.1f} "
-          "µs/step")
+    print(
+        f"  8 envs stepped in a loop: {(time.perf_counter() - start) / count / 8 * 1e6:.1f} µs/step"
+    )
     for mode in ("sync", "async"):
         vector = gym.make_vec(env_id, num_envs=8, vectorization_mode=mode)
         vector.reset(seed=0)
         start = time.perf_counter()
         for _ in range(count):
             vector.step(rng.integers(vector.single_action_space.n, size=8))
-        print(f"  8 envs, {mode} vector env: {(time.perf_counter() - start) / count / 8 * 1e6:.1f}"
-              " µs/step")
+        print(
+            f"  8 envs, {mode} vector env: {(time.perf_counter() - start) / count / 8 * 1e6:.1f}"
+            " µs/step"
+        )
         vector.close()
 
 

@@ -1,0 +1,338 @@
+"""The files of a run, kept out of the method: policy_annealing.py calls these, and nothing here
+touches the math.  A run directory holds experiment.json (config, history, summary) and
+checkpoint.pt (networks, optimizer, random-generator states), both rewritten atomically after
+every iteration, so an interrupted or failed run keeps every iteration it finished and
+`--resume DIR` continues it exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import importlib.metadata
+import io
+import json
+import os
+import resource
+import signal
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "policy-annealing-checkpoint", 1
+
+
+class UserError(Exception):
+    """Bad input: reported as one line on stderr, no traceback."""
+
+
+def make_env(cfg, render_into: Path | None = None) -> gym.Env:
+    """The env of --env and --env-kwargs, refused in one line unless its actions are Discrete and
+    its observations a flat Box.  With --render and `render_into`, its episodes are shown in a
+    window (human) or recorded into render_into/videos (video)."""
+    mode = {"human": "human", "video": "rgb_array"}.get(cfg.render) if render_into else None
+    try:
+        env = gym.make(cfg.env, render_mode=mode, **cfg.env_kwargs)
+    except (gym.error.Error, TypeError) as error:
+        raise UserError(
+            f"unknown env '{cfg.env}' or bad --env-kwargs ({error}); pass a registered id such as "
+            "CartPole-v1, LunarLander-v3 or Tree-v0"
+        ) from None
+    actions, observations = env.action_space, env.observation_space
+    if not isinstance(actions, gym.spaces.Discrete):
+        raise UserError(f"--env {cfg.env} has {actions} actions; Discrete actions are needed")
+    if not (isinstance(observations, gym.spaces.Box) and len(observations.shape) == 1):
+        raise UserError(
+            f"--env {cfg.env} has {observations} observations; it needs a flat Box observation"
+        )
+    if mode == "rgb_array":
+        folder = str(Path(render_into) / "videos")
+        env = gym.wrappers.RecordVideo(
+            env, folder, episode_trigger=lambda _: True, disable_logger=True
+        )
+    return env
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file, then rename: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path, obj) -> None:
+    write_atomic(Path(path), json.dumps(obj, indent=1).encode())
+
+
+def agent_shapes(agent) -> dict:
+    return {name: list(tensor.shape) for name, tensor in agent.state_dict().items()}
+
+
+def save_checkpoint(path, cfg, agent, optimizer, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "env": cfg.env,
+            "env_kwargs": cfg.env_kwargs,
+            "algo": cfg.algo,
+            "shapes": agent_shapes(agent),
+            "agent": agent.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "state": state,
+        },
+        buffer,
+    )
+    write_atomic(Path(path), buffer.getvalue())
+
+
+def load_checkpoint(path, agent=None) -> dict:
+    """Load with weights_only=True; every way a file can be wrong is a UserError.  With `agent`,
+    the policy (and normaliser) must fit its shapes; a value network may differ or be absent."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--load-model {path}: no such file; pass a checkpoint.pt from a run dir")
+    try:
+        checkpoint = torch.load(path, weights_only=True)
+    except Exception as error:  # truncated zip, pickle garbage, foreign object...
+        raise UserError(
+            f"--load-model {path}: cannot be read as a checkpoint "
+            f"({type(error).__name__}); the file is corrupt or truncated"
+        ) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(
+            f"--load-model {path}: not a policy-annealing checkpoint; pass the "
+            "checkpoint.pt of a run directory"
+        )
+    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
+        raise UserError(
+            f"--load-model {path}: checkpoint format "
+            f"{checkpoint.get('format_version')}, this version reads {CHECKPOINT_VERSION}"
+        )
+    if agent is not None:
+
+        def policy(shapes):  # the value network may differ or be absent
+            return {name: shape for name, shape in shapes.items() if not name.startswith("value.")}
+
+        if policy(agent_shapes(agent)) != policy(checkpoint["shapes"]):
+            raise UserError(
+                f"--load-model {path}: its network (trained on {checkpoint['env']}) "
+                "does not fit this env, --hidden and --no-obs-norm; load it with "
+                f"--env {checkpoint['env']} and the flags it was trained with"
+            )
+    return checkpoint
+
+
+def run_directory(cfg) -> Path:
+    """--resume DIR, or --out (default runs/<env>-<algo>-s<seed>-<timestamp>/), never silently
+    over an earlier run."""
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        if not (run_dir / "experiment.json").is_file() or not (run_dir / "checkpoint.pt").is_file():
+            raise UserError(
+                f"--resume {run_dir}: no experiment.json and checkpoint.pt there; "
+                "pass the directory of an earlier run"
+            )
+        return run_dir
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.out or f"runs/{cfg.env}-{cfg.algo}-s{cfg.seed}-{stamp}")
+    if (run_dir / "experiment.json").exists() and not cfg.overwrite:
+        raise UserError(
+            f"--out {run_dir} already holds a run; pass --resume {run_dir} to continue"
+            " it, --overwrite to replace it, or another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def resumed_config(given: dict, fields: list) -> dict:
+    """--resume DIR: the config of the run in DIR; the command line may change only
+    --iterations, and --render and --quiet (how this process shows it)."""
+    path = Path(given["resume"]) / "experiment.json"
+    if not path.is_file():
+        raise UserError(
+            f"--resume {given['resume']}: no experiment.json there; pass the directory of an "
+            "earlier run"
+        )
+    saved = json.loads(path.read_text())["config"]
+    values = {name: saved[name] for name in fields if name in saved}
+    values.update(render="", quiet=False)
+    return {
+        **values,
+        **{
+            name: given[name]
+            for name in ("iterations", "resume", "render", "quiet")
+            if name in given
+        },
+    }
+
+
+class Run:
+    """One run directory during training: restores it (--resume) or seeds the agent from
+    --load-model, then `record` appends an iteration and rewrites both files, and `finish`
+    writes the summary.  `rngs` are the training's (numpy seed generator, torch generator)."""
+
+    def __init__(self, cfg, run_dir, agent, optimizer, rngs):
+        from tqdm import tqdm
+
+        self.dir, self.cfg, self.agent, self.optimizer, self.rngs = (
+            run_dir,
+            cfg,
+            agent,
+            optimizer,
+            rngs,
+        )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path, self.experiment_path = (
+            run_dir / "checkpoint.pt",
+            run_dir / "experiment.json",
+        )
+        self.state, self.history = {"iteration": 0, "env_steps": 0, "wall_time": 0.0}, []
+        if cfg.resume:
+            checkpoint = load_checkpoint(self.checkpoint_path, agent)
+            agent.load_state_dict(checkpoint["agent"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            self.state = checkpoint["state"]
+            rngs[0].bit_generator.state = self.state.pop("seed_rng")
+            rngs[1].set_state(self.state.pop("action_rng"))
+            saved = json.loads(self.experiment_path.read_text())["history"]
+            self.history = saved[: self.state["iteration"]]
+        elif cfg.load_model:
+            checkpoint = load_checkpoint(cfg.load_model, agent)
+            agent.load_state_dict(checkpoint["agent"], strict=False)  # value net taken if there
+        versions = {
+            name: importlib.metadata.version(name) for name in ("torch", "gymnasium", "numpy")
+        }
+        config = {**dataclasses.asdict(cfg), "versions": versions}
+        self.experiment = {"config": config, "history": self.history, "summary": {}}
+        self.bar = tqdm(
+            total=cfg.iterations,
+            initial=self.state["iteration"],
+            disable=cfg.quiet,
+            unit="it",
+            dynamic_ncols=True,
+        )
+
+    def record(self, record: dict) -> None:
+        """The iteration counts from here on: history, state and checkpoint move together."""
+        self.history.append(record)
+        self.state.update({key: record[key] for key in ("iteration", "env_steps", "wall_time")})
+        rng_states = {
+            "seed_rng": self.rngs[0].bit_generator.state,
+            "action_rng": self.rngs[1].get_state(),
+        }
+        save_checkpoint(
+            self.checkpoint_path, self.cfg, self.agent, self.optimizer, {**self.state, **rng_states}
+        )
+        write_json(self.experiment_path, self.experiment)
+        shown = {key: record[key] for key in ("train_return", "eval_return", "loss", "temperature")}
+        self.bar.update(1)
+        self.bar.set_postfix(
+            steps=record["env_steps"],
+            refresh=False,
+            **{k: "-" if v is None else f"{v:.3g}" for k, v in shown.items()},
+        )
+
+    def finish(self, solved: dict | None, threshold, error: str | None, final_eval) -> dict:
+        """The summary: totals, the confirmed solve (`solved`, the first record that solves), every
+        crossing of the threshold, confirmed or not, and the final evaluation."""
+        self.bar.close()
+        crossings = [
+            {
+                key: record[key]
+                for key in ("iteration", "env_steps", "eval_return", "confirm_return")
+            }
+            for record in self.history
+            if record.get("confirm_return") is not None
+        ]
+        summary = {
+            "iterations": self.state["iteration"],
+            "env_steps": self.state["env_steps"],
+            "wall_time": round(self.state["wall_time"], 4),
+            "solved_iteration": solved["iteration"] if solved else None,
+            "solved_env_steps": solved["env_steps"] if solved else None,
+            "solved_wall_time": solved["wall_time"] if solved else None,
+            "crossings": crossings,
+            "reward_threshold": threshold,
+            "error": error,
+        }
+        if final_eval is not None:
+            summary["final_eval"] = final_eval
+            if self.history and "exact_kl" in self.history[-1]:
+                summary["exact_kl"] = self.history[-1]["exact_kl"]
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.experiment["summary"] = {**summary, "peak_rss_mb": round(peak_rss_mb, 1)}
+        write_json(self.experiment_path, self.experiment)
+        return self.experiment
+
+
+def report(cfg, summary: dict) -> int:
+    """Print how a run ended (stderr for an error, nothing more with --quiet); its exit status."""
+    run_dir, error = cfg.out, summary["error"]
+    if error == "interrupted":
+        print(
+            f"interrupted: {summary['iterations']} iterations kept in {run_dir}; continue with "
+            f"--resume {run_dir}",
+            file=sys.stderr,
+        )
+        return 128 + STOP_SIGNALS[0]
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not cfg.quiet:
+        final, steps = summary["final_eval"], summary["solved_env_steps"]
+        solved = (
+            f"solved at {steps} env steps, {summary['solved_wall_time']:.1f} s"
+            if steps
+            else "not solved"
+        )
+        print(
+            f"{cfg.env} {cfg.algo} seed {cfg.seed}: {solved}; final return "
+            f"{final['sampled']['mean']:.1f} sampled, {final['greedy']['mean']:.1f} greedy; "
+            f"{summary['env_steps']} env steps, {summary['wall_time']:.1f} s training -> {run_dir}"
+        )
+    return 0
+
+
+class Interrupted(Exception):
+    """Raised between env or optimizer steps once SIGINT or SIGTERM arrived."""
+
+
+STOP_SIGNALS = []  # the signals received while `stop_on_signals` is active
+
+
+def check_stop() -> None:
+    """Called between steps, never mid-write: an interrupted run keeps every file whole."""
+    if STOP_SIGNALS:
+        raise Interrupted
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While inside, SIGINT and SIGTERM are recorded for `check_stop` instead of killing."""
+    handlers = {
+        number: signal.signal(number, lambda received, _: STOP_SIGNALS.append(received))
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+def validation_line(cfg, returns, exact_kl: float | None) -> str:
+    """What --validate prints: the greedy return and, for an enumerable env, the exact KL."""
+    line = f"{cfg.env}: greedy return {returns.mean():.1f} ± {returns.std():.1f} over "
+    line += f"{len(returns)} episodes ({cfg.load_model})"
+    if exact_kl is not None:
+        line += f"\n{cfg.env}: exact KL(p_policy || p_Boltzmann at T={cfg.temp_start:g}) = "
+        line += f"{exact_kl:.2e}"
+    return line
