@@ -38,9 +38,8 @@ from run_io import UserError
 
 gym.register("Tree-v0", entry_point="tree_env:TreeEnv")  # imported only when made
 
+
 # ==== 1. Boltzmann math ===========================================================================
-
-
 def boltzmann_log_probs(returns: torch.Tensor, temperature: float) -> torch.Tensor:
     """The target law p ∝ exp(R/T) over the last dim, as log-probabilities."""
     # (..., n) -> (..., n); log_softmax subtracts the max first, so it is finite for any T > 0.
@@ -186,8 +185,6 @@ def clipped_policy_loss(log_probs, old_log_probs, advantages, clip_eps) -> torch
 
 
 # ==== 3. Networks and the seed-grouped sampler ====================================================
-
-
 class RunningNormalizer(nn.Module):
     """Observation normalisation from running mean and variance (Chan et al.'s parallel update).
     Used for every env rather than the observation space's bounds: CartPole's velocity bounds are
@@ -288,21 +285,24 @@ def sample_episodes(envs, agent, seeds, group_size, generator, greedy=False) -> 
             running = [i for i in running if not ended[i]]
 
     def padded(rows, dtype):  # one sequence per episode -> (G, K, longest, ...), 0 after its end
-        sequences = [torch.as_tensor(np.array(row), dtype=dtype) for row in rows]
-        padded = nn.utils.rnn.pad_sequence(sequences, batch_first=True)
-        return padded.reshape(count // group_size, group_size, *padded.shape[1:])
+        tensors = [torch.as_tensor(np.array(row), dtype=dtype) for row in rows]
+        stacked = nn.utils.rnn.pad_sequence(tensors, batch_first=True)
+        return stacked.reshape(count // group_size, group_size, *stacked.shape[1:])
 
-    # the Batch's columns, one sequence per episode: steps[i] transposed, then the mask
-    columns = [observations, *zip(*[zip(*episode, strict=True) for episode in steps], strict=True)]
-    columns.append([[True] * len(episode) for episode in steps])
-    dtypes = [torch.float32, torch.long, torch.float32, torch.float32, torch.float32, torch.bool]
-    terminated = torch.tensor(terminated).reshape(count // group_size, group_size)
-    return Batch(*map(padded, columns, dtypes), terminated)
+    per_step = zip(*[zip(*episode, strict=True) for episode in steps], strict=True)
+    actions, rewards, log_probs, entropies = per_step  # steps[i] transposed: one list per field
+    return Batch(
+        observations=padded(observations, torch.float32),
+        actions=padded(actions, torch.long),
+        rewards=padded(rewards, torch.float32),
+        log_probs=padded(log_probs, torch.float32),
+        entropies=padded(entropies, torch.float32),
+        mask=padded([[True] * len(episode) for episode in steps], torch.bool),
+        terminated=torch.tensor(terminated).reshape(count // group_size, group_size),
+    )
 
 
 # ==== 4. Update steps, one per algorithm ==========================================================
-
-
 def taken_log_probs(agent, batch) -> torch.Tensor:
     """log pi(a_t|s_t) under the current policy. -> (G, K, steps)."""
     log_pi = agent.log_probs(batch.observations[..., :-1, :])
@@ -325,16 +325,16 @@ def update_grouped(agent, optimizer, batch, temperature, cfg, generator) -> floa
     params, rewards, mask = list(agent.parameters()), batch.rewards, batch.mask
     with torch.no_grad():
         log_probs = taken_log_probs(agent, batch)
-        first_loss = grouped_loss(rewards, log_probs, mask, temperature).item()
+        first_loss, targets = grouped_loss(rewards, log_probs, mask, temperature).item(), None
         if cfg.clip_eps:  # the trust region: targets fixed for the whole batch
             sums, returns, lengths = masked_sum(log_probs, mask), batch.returns, mask.sum(-1)
             targets = trust_region_targets(sums, returns, lengths, temperature, cfg.clip_eps)
     for _ in range(cfg.optim_steps):
         log_probs = taken_log_probs(agent, batch)
-        if cfg.clip_eps:
-            loss = trust_region_loss(masked_sum(log_probs, mask), targets)
-        else:
+        if targets is None:
             loss = grouped_loss(rewards, log_probs, mask, temperature)
+        else:
+            loss = trust_region_loss(masked_sum(log_probs, mask), targets)
         optimizer_step(optimizer, loss, params, cfg.max_grad_norm)
     return first_loss
 
@@ -390,8 +390,6 @@ UPDATES = {"grouped": update_grouped, "value": update_value, "err": update_err}
 
 
 # ==== 5. Training loop ============================================================================
-
-
 def make_agent(cfg: Config, env: gym.Env, with_value: bool) -> Agent:
     obs_dim, num_actions = env.observation_space.shape[0], int(env.action_space.n)
     return Agent(obs_dim, num_actions, cfg.hidden, with_value, cfg.obs_norm, seed=cfg.seed)
@@ -404,13 +402,13 @@ def temperature_at(cfg: Config, iteration: int) -> float:
     return cfg.temp_start * (cfg.temp_end / cfg.temp_start) ** (iteration / (cfg.iterations - 1))
 
 
-def evaluate(agent, envs, cfg: Config, stream: int, greedy: bool, purpose: int = 1):
+def evaluate(agent, envs, cfg: Config, stream: int, greedy=False, confirm=False):
     """Returns and mean entropy of len(envs) episodes on seeds never used in training (those are
-    below 2^31, these at or above).  Deterministic given (seed, stream, purpose: 1 evaluation,
-    2 confirmation) and independent of the training generators: it never perturbs them."""
-    rng = np.random.default_rng([cfg.seed, stream, purpose])
+    below 2^31, these at or above).  Deterministic given (seed, stream, confirm), independent of
+    the training generators: it never perturbs them."""
+    rng = np.random.default_rng([cfg.seed, stream, 2 if confirm else 1])
     seeds = rng.integers(2**31, 2**32, size=len(envs))
-    if purpose == 2:  # fresh: no confirmation episode replays one of the evaluation it confirms
+    if confirm:  # fresh: no confirmation episode replays one of the evaluation it confirms
         evaluation_rng = np.random.default_rng([cfg.seed, stream, 1])
         evaluated = evaluation_rng.integers(2**31, 2**32, cfg.eval_episodes)
         while (replayed := np.isin(seeds, evaluated)).any():
@@ -423,8 +421,8 @@ def evaluate(agent, envs, cfg: Config, stream: int, greedy: bool, purpose: int =
 def solves(record: dict, threshold: float | None) -> bool:
     """Solved means confirmed: an evaluation reached the env's threshold and --confirm-episodes
     fresh episodes of the same policy did too.  A lucky evaluation alone does not count."""
-    confirmed = record.get("confirm_return")
-    return threshold is not None and confirmed is not None and confirmed >= threshold
+    confirmed = record.get("confirm_return")  # None: no crossing, or an old run's record
+    return None not in (threshold, confirmed) and confirmed >= threshold
 
 
 def final_evaluation(agent, cfg: Config) -> dict:
@@ -462,7 +460,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
             iteration, start = run.state["iteration"], time.perf_counter()
             temperature = temperature_at(cfg, iteration)
             if cfg.lr_decay:  # linear to 0: Adam's steps stay ~lr near the optimum otherwise
-                optimizer.param_groups[0]["lr"] = cfg.lr * (1 - iteration / cfg.iterations)
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * (1 - iteration / cfg.iterations)
             seeds = seed_rng.integers(0, 2**31, cfg.num_groups if cfg.seed_groups else len(envs))
             batch = sample_episodes(envs, agent, seeds, cfg.group_size, action_generator)
             loss = UPDATES[cfg.algo](agent, optimizer, batch, temperature, cfg, action_generator)
@@ -483,23 +482,23 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 "entropy": batch.mean_entropy,
             }
             if (iteration + 1) % cfg.eval_every == 0 or iteration + 1 == cfg.iterations:
-                returns, _ = evaluate(agent, eval_envs, cfg, iteration + 1, greedy=False)
+                returns, _ = evaluate(agent, eval_envs, cfg, iteration + 1)
                 record["eval_return"] = float(returns.mean())
                 if not solved and threshold is not None and returns.mean() >= threshold:
                     # a crossing: it counts (see `solves`) if fresh episodes also reach it
-                    returns, _ = evaluate(agent, confirm_envs, cfg, iteration + 1, False, 2)
+                    returns, _ = evaluate(agent, confirm_envs, cfg, iteration + 1, confirm=True)
                     record["confirm_return"] = float(returns.mean())
             if exact_kl:  # at T = 0 the law is a point mass and the KL undefined: null
                 record["exact_kl"] = exact_kl(agent, temperature) if temperature > 0 else None
             run.record(record)
             solved = solved or (record if solves(record, threshold) else None)
-        eval_envs[0].close()  # with --render video, this saves the last video
         final_eval = final_evaluation(agent, cfg)
     except run_io.Interrupted:
         error = "interrupted"
     except FloatingPointError as exc:  # the checkpoint of the last good iteration stays
-        error = f"{exc} at iteration {run.state['iteration'] + 1}: stopped. Lower --lr or "
-        error += "--optim-steps, or raise --temp-start"
+        error = f"{exc} at iteration {run.state['iteration'] + 1}; checkpoint.pt keeps the one "
+        error += "before. Lower --lr or --optim-steps, or raise --temp-start"
+    eval_envs[0].close()  # with --render video, this saves the last video
     return run.finish(solved, threshold, error, final_eval)
 
 
@@ -518,13 +517,11 @@ def validate_model(cfg: Config) -> np.ndarray:
 
 
 # ==== 6. Options and command line =================================================================
-
-
 def option(default, help: str, **argparse_kwargs):
     """One option: its default, its --help, anything else argparse needs.  A bool is a switch:
     --name when off by default, --no-name when on.  `must` names its check (see MUST)."""
     must = {int: "a positive integer", float: "a finite number >= 0"}.get(type(default))
-    default = {"default_factory": dict} if default == {} else {"default": default}
+    default = {"default_factory": dict} if isinstance(default, dict) else {"default": default}
     return dataclasses.field(**default, metadata={"help": help, "must": must, **argparse_kwargs})
 
 
@@ -552,7 +549,7 @@ class Config:
     entropy_bonus: float = option(0.0, "err: weight of the usual H(pi) bonus (use with T = 0)")
     max_grad_norm: float = option(0.0, "gradient-norm clip, 0 = none")
     hidden: int = option(64, "width of the two hidden layers")
-    obs_norm: bool = option(True, "normalise observations by running statistics")
+    obs_norm: bool = option(True, "feed raw observations, not normalised by running statistics")
     eval_every: int = option(5, "evaluate every N iterations")
     eval_episodes: int = option(32, "episodes per evaluation")
     confirm_episodes: int = option(100, "fresh episodes that must confirm a crossing to solve")
@@ -565,7 +562,9 @@ class Config:
     out: str = option("", "run directory (default runs/<env>-<algo>-s<seed>-<timestamp>/)")
     overwrite: bool = option(False, "reuse an --out that already holds a run")
     resume: str = option("", "continue the run in this directory from its last checkpoint")
-    load_model: str = option("", "start from (with --validate, evaluate) this checkpoint.pt")
+    load_model: str | None = option(
+        None, "start from (with --validate, evaluate) this checkpoint.pt"
+    )
     validate: bool = option(False, "only evaluate --load-model, greedily")
     render: str = option("", "show or record evaluations' 1st episode", choices=("human", "video"))
     quiet: bool = option(False, "no progress bar and no summary line")
@@ -620,8 +619,8 @@ def check_config(cfg: Config) -> None:
         must, value = field.metadata["must"], getattr(cfg, field.name)
         if must and not MUST[must](value):
             raise UserError(f"--{field.name.replace('_', '-')} must be {must}, got {value}")
-    if (cfg.temp_start == 0) != (cfg.temp_end == 0):  # exponential schedule: both or neither
-        raise UserError("--temp-start, --temp-end: an exponential schedule cannot reach or leave 0")
+    if (cfg.temp_start == 0) != (cfg.temp_end == 0):
+        raise UserError("--temp-start, --temp-end: 0 and 0, or both > 0 (cannot reach or leave 0)")
     if cfg.algo != "err" and cfg.temp_start == 0:
         raise UserError(f"--algo {cfg.algo} needs a temperature > 0; use --algo err for T = 0")
     if (cfg.algo == "grouped" or cfg.baseline == "group") and cfg.group_size < 2:
@@ -638,10 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
     """argparse from Config.  Every flag defaults to None, so that config_from_args knows what
     was given; the per-env defaults fill in the rest."""
     rows = [
-        f"  {key}: " + ", ".join(f"{k}={v}" for k, v in row.items())
-        for key, row in DEFAULTS.items()
+        f"  {key}: {', '.join(f'{k}={v}' for k, v in row.items())}" for key, row in DEFAULTS.items()
     ]
-    epilog = "defaults over the options' own:\n" + "\n".join(rows)
+    epilog = "\n".join(["overrides of the defaults above (a later line wins, a flag wins):", *rows])
+    epilog += "\n\ntables and curves: python report.py report|plot runs/*/experiment.json"
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=epilog)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the epilog's lines
 
@@ -652,11 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(Config):
         flag, extra = "--" + field.name.replace("_", "-"), dict(field.metadata)
         extra.pop("must")
-        if field.type == "bool":  # a switch away from the default
+        if isinstance(field.default, bool):  # a switch away from the default
             flag = f"--no-{flag[2:]}" if field.default else flag
             extra["action"] = "store_false" if field.default else "store_true"
         else:
-            extra.setdefault("type", {"int": int, "float": float}.get(field.type, str))
+            extra.setdefault("type", {int: int, float: float}.get(type(field.default), str))
+            extra["help"] += f" (default {field.default})" if extra["type"] in (int, float) else ""
         parser.add_argument(flag, dest=field.name, default=None, **extra)
     return parser
 
@@ -680,10 +680,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return report.main(argv)
         cfg = config_from_args(build_parser().parse_args(argv))
+        run_io.check_env(cfg)  # refuse a bad env or --render before anything is written
         if cfg.validate:
             validate_model(cfg)
             return 0
-        run_io.make_env(cfg).close()  # fail on a bad env before creating a run directory
         run_dir = run_io.run_directory(cfg)
         cfg.out = str(run_dir)
         with run_io.stop_on_signals():
@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return run_io.report(cfg, summary)  # a line unless --quiet; the exit status
+    return run_io.print_outcome(cfg, summary)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""The files of a run, kept out of the method: policy_annealing.py calls these, and nothing here
-touches the math.  A run directory holds experiment.json (config, history, summary) and
-checkpoint.pt (networks, optimizer, random-generator states), both rewritten atomically after
-every iteration, so an interrupted or failed run keeps every iteration it finished and
-`--resume DIR` continues it exactly.
+"""Everything a run does besides the method, kept out of policy_annealing.py: the env it is given
+(and the one-line refusal of an env it cannot use), the files it writes, the signals it hears and
+what it prints at the end.  Nothing here touches the math.
+
+A run directory holds experiment.json (config, history, summary) and checkpoint.pt (networks,
+optimizer, random-generator states).  Both are rewritten atomically after every iteration, so an
+interrupted or failed run keeps every iteration it finished, and `--resume DIR` continues it
+exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import resource
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -29,11 +33,14 @@ class UserError(Exception):
     """Bad input: reported as one line on stderr, no traceback."""
 
 
-def make_env(cfg, render_into: Path | None = None) -> gym.Env:
+# ---- the env ------------------------------------------------------------------------------------
+
+
+def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
     """The env of --env and --env-kwargs, refused in one line unless its actions are Discrete and
-    its observations a flat Box.  With --render and `render_into`, its episodes are shown in a
-    window (human) or recorded into render_into/videos (video)."""
-    mode = {"human": "human", "video": "rgb_array"}.get(cfg.render) if render_into else None
+    its observations a flat Box.  With --render and a video_dir, its episodes are shown in a
+    window (--render human) or recorded into video_dir/videos (--render video)."""
+    mode = {"human": "human", "video": "rgb_array"}.get(cfg.render) if video_dir else None
     try:
         env = gym.make(cfg.env, render_mode=mode, **cfg.env_kwargs)
     except (gym.error.Error, TypeError) as error:
@@ -48,12 +55,25 @@ def make_env(cfg, render_into: Path | None = None) -> gym.Env:
         raise UserError(
             f"--env {cfg.env} has {observations} observations; it needs a flat Box observation"
         )
+    if mode and env.render_mode != mode:
+        raise UserError(f"--env {cfg.env} cannot --render {cfg.render}; drop --render")
     if mode == "rgb_array":
-        folder = str(Path(render_into) / "videos")
-        env = gym.wrappers.RecordVideo(
-            env, folder, episode_trigger=lambda _: True, disable_logger=True
-        )
+        try:
+            env = gym.wrappers.RecordVideo(
+                env, str(video_dir / "videos"), episode_trigger=lambda _: True, disable_logger=True
+            )
+        except gym.error.DependencyNotInstalled as error:
+            raise UserError(f"--render video: {error}") from None
     return env
+
+
+def check_env(cfg) -> None:
+    """Every refusal of make_env, --render's included, before anything is written."""
+    with tempfile.TemporaryDirectory() as folder:  # RecordVideo makes its folder at once
+        make_env(cfg, Path(folder) if cfg.render else None).close()
+
+
+# ---- files --------------------------------------------------------------------------------------
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -75,58 +95,46 @@ def agent_shapes(agent) -> dict:
 
 
 def save_checkpoint(path, cfg, agent, optimizer, state: dict) -> None:
+    checkpoint = dict(format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION, env=cfg.env)
+    checkpoint.update(env_kwargs=cfg.env_kwargs, algo=cfg.algo, shapes=agent_shapes(agent))
+    checkpoint.update(agent=agent.state_dict(), optimizer=optimizer.state_dict(), state=state)
     buffer = io.BytesIO()
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_VERSION,
-            "env": cfg.env,
-            "env_kwargs": cfg.env_kwargs,
-            "algo": cfg.algo,
-            "shapes": agent_shapes(agent),
-            "agent": agent.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "state": state,
-        },
-        buffer,
-    )
+    torch.save(checkpoint, buffer)
     write_atomic(Path(path), buffer.getvalue())
 
 
-def load_checkpoint(path, agent=None) -> dict:
-    """Load with weights_only=True; every way a file can be wrong is a UserError.  With `agent`,
-    the policy (and normaliser) must fit its shapes; a value network may differ or be absent."""
+def load_checkpoint(path, agent=None, flag: str = "--load-model") -> dict:
+    """Load with weights_only=True; every way a file can be wrong is a UserError naming `flag`.
+    With `agent`, the policy (and normaliser) must fit its shapes; a value network may differ or
+    be absent."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--load-model {path}: no such file; pass a checkpoint.pt from a run dir")
+        raise UserError(f"{flag} {path}: no such file; pass a checkpoint.pt from a run directory")
     try:
         checkpoint = torch.load(path, weights_only=True)
     except Exception as error:  # truncated zip, pickle garbage, foreign object...
         raise UserError(
-            f"--load-model {path}: cannot be read as a checkpoint "
-            f"({type(error).__name__}); the file is corrupt or truncated"
+            f"{flag} {path}: cannot be read as a checkpoint ({type(error).__name__}); the file is "
+            "corrupt or truncated"
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(
-            f"--load-model {path}: not a policy-annealing checkpoint; pass the "
-            "checkpoint.pt of a run directory"
+            f"{flag} {path}: not a policy-annealing checkpoint; pass the checkpoint.pt of a run "
+            "directory"
         )
     if checkpoint.get("format_version") != CHECKPOINT_VERSION:
+        version = checkpoint.get("format_version")
+        raise UserError(f"{flag} {path}: format {version}, this version reads {CHECKPOINT_VERSION}")
+
+    def policy(shapes):  # the value network may differ or be absent
+        return {name: shape for name, shape in shapes.items() if not name.startswith("value.")}
+
+    if agent is not None and policy(agent_shapes(agent)) != policy(checkpoint["shapes"]):
         raise UserError(
-            f"--load-model {path}: checkpoint format "
-            f"{checkpoint.get('format_version')}, this version reads {CHECKPOINT_VERSION}"
+            f"{flag} {path}: its network (trained on {checkpoint['env']}) does not fit this env, "
+            f"--hidden and --no-obs-norm; load it with --env {checkpoint['env']} and the flags it "
+            "was trained with"
         )
-    if agent is not None:
-
-        def policy(shapes):  # the value network may differ or be absent
-            return {name: shape for name, shape in shapes.items() if not name.startswith("value.")}
-
-        if policy(agent_shapes(agent)) != policy(checkpoint["shapes"]):
-            raise UserError(
-                f"--load-model {path}: its network (trained on {checkpoint['env']}) "
-                "does not fit this env, --hidden and --no-obs-norm; load it with "
-                f"--env {checkpoint['env']} and the flags it was trained with"
-            )
     return checkpoint
 
 
@@ -135,123 +143,109 @@ def run_directory(cfg) -> Path:
     over an earlier run."""
     if cfg.resume:
         run_dir = Path(cfg.resume)
-        if not (run_dir / "experiment.json").is_file() or not (run_dir / "checkpoint.pt").is_file():
+        if not (run_dir / "checkpoint.pt").is_file():
             raise UserError(
-                f"--resume {run_dir}: no experiment.json and checkpoint.pt there; "
-                "pass the directory of an earlier run"
+                f"--resume {run_dir}: no checkpoint.pt there (a run interrupted in its first "
+                f"iteration keeps none); pass the directory of an earlier run, or rerun it with "
+                f"--out {run_dir} --overwrite"
             )
         return run_dir
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.out or f"runs/{cfg.env}-{cfg.algo}-s{cfg.seed}-{stamp}")
     if (run_dir / "experiment.json").exists() and not cfg.overwrite:
         raise UserError(
-            f"--out {run_dir} already holds a run; pass --resume {run_dir} to continue"
-            " it, --overwrite to replace it, or another --out"
+            f"--out {run_dir} already holds a run; pass --resume {run_dir} to continue it, "
+            "--overwrite to replace it, or another --out"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
+RESUME_FLAGS = ("iterations", "resume", "render", "quiet")  # what --resume may change
+
+
 def resumed_config(given: dict, fields: list) -> dict:
-    """--resume DIR: the config of the run in DIR; the command line may change only
-    --iterations, and --render and --quiet (how this process shows it)."""
+    """--resume DIR: the config of the run in DIR, with --iterations (to extend it), --render and
+    --quiet (how this process shows it) from the command line; any other flag is refused."""
     path = Path(given["resume"]) / "experiment.json"
     if not path.is_file():
         raise UserError(
             f"--resume {given['resume']}: no experiment.json there; pass the directory of an "
             "earlier run"
         )
+    refused = sorted(f"--{name.replace('_', '-')}" for name in given if name not in RESUME_FLAGS)
+    if refused:
+        raise UserError(
+            f"--resume continues a run with its own config; drop {' '.join(refused)} (only "
+            "--iterations, --render and --quiet may change)"
+        )
     saved = json.loads(path.read_text())["config"]
     values = {name: saved[name] for name in fields if name in saved}
     values.update(render="", quiet=False)
-    return {
-        **values,
-        **{
-            name: given[name]
-            for name in ("iterations", "resume", "render", "quiet")
-            if name in given
-        },
-    }
+    return {**values, **{name: given[name] for name in RESUME_FLAGS if name in given}}
+
+
+# ---- the record of a run ------------------------------------------------------------------------
 
 
 class Run:
-    """One run directory during training: restores it (--resume) or seeds the agent from
-    --load-model, then `record` appends an iteration and rewrites both files, and `finish`
-    writes the summary.  `rngs` are the training's (numpy seed generator, torch generator)."""
+    """One run directory during training.  It restores the run (--resume) or starts the agent
+    from --load-model; `record` appends an iteration and rewrites both files; `finish` writes the
+    summary.  `rngs` are the training's (numpy seed generator, torch generator)."""
 
-    def __init__(self, cfg, run_dir, agent, optimizer, rngs):
+    def __init__(self, cfg, run_dir: Path, agent, optimizer, rngs):
         from tqdm import tqdm
 
-        self.dir, self.cfg, self.agent, self.optimizer, self.rngs = (
-            run_dir,
-            cfg,
-            agent,
-            optimizer,
-            rngs,
-        )
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_path, self.experiment_path = (
-            run_dir / "checkpoint.pt",
-            run_dir / "experiment.json",
-        )
-        self.state, self.history = {"iteration": 0, "env_steps": 0, "wall_time": 0.0}, []
+        self.cfg, self.agent, self.optimizer, self.rngs = cfg, agent, optimizer, rngs
+        self.checkpoint_path = run_dir / "checkpoint.pt"
+        self.experiment_path = run_dir / "experiment.json"
+        self.state = {"iteration": 0, "env_steps": 0, "wall_time": 0.0}
+        self.history = []
+        run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
-            checkpoint = load_checkpoint(self.checkpoint_path, agent)
+            checkpoint = load_checkpoint(self.checkpoint_path, agent, "--resume")
             agent.load_state_dict(checkpoint["agent"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             self.state = checkpoint["state"]
             rngs[0].bit_generator.state = self.state.pop("seed_rng")
             rngs[1].set_state(self.state.pop("action_rng"))
+            # the checkpoint decides: experiment.json may hold one record more (record's order)
             saved = json.loads(self.experiment_path.read_text())["history"]
             self.history = saved[: self.state["iteration"]]
         elif cfg.load_model:
             checkpoint = load_checkpoint(cfg.load_model, agent)
             agent.load_state_dict(checkpoint["agent"], strict=False)  # value net taken if there
-        versions = {
-            name: importlib.metadata.version(name) for name in ("torch", "gymnasium", "numpy")
-        }
+        packages = ("torch", "gymnasium", "numpy")
+        versions = {name: importlib.metadata.version(name) for name in packages}
         config = {**dataclasses.asdict(cfg), "versions": versions}
         self.experiment = {"config": config, "history": self.history, "summary": {}}
-        self.bar = tqdm(
-            total=cfg.iterations,
-            initial=self.state["iteration"],
-            disable=cfg.quiet,
-            unit="it",
-            dynamic_ncols=True,
-        )
+        iterations, done = cfg.iterations, self.state["iteration"]
+        self.bar = tqdm(total=iterations, initial=done, unit="it", disable=cfg.quiet)
 
     def record(self, record: dict) -> None:
-        """The iteration counts from here on: history, state and checkpoint move together."""
+        """The iteration counts from here on.  experiment.json is written first: if the process
+        dies between the two writes, the checkpoint is one iteration behind, and resuming from it
+        drops the extra record (see __init__), so history and checkpoint always agree."""
         self.history.append(record)
         self.state.update({key: record[key] for key in ("iteration", "env_steps", "wall_time")})
-        rng_states = {
+        write_json(self.experiment_path, self.experiment)
+        rngs = {
             "seed_rng": self.rngs[0].bit_generator.state,
             "action_rng": self.rngs[1].get_state(),
         }
-        save_checkpoint(
-            self.checkpoint_path, self.cfg, self.agent, self.optimizer, {**self.state, **rng_states}
-        )
-        write_json(self.experiment_path, self.experiment)
+        state = {**self.state, **rngs}
+        save_checkpoint(self.checkpoint_path, self.cfg, self.agent, self.optimizer, state)
         shown = {key: record[key] for key in ("train_return", "eval_return", "loss", "temperature")}
+        shown = {key: "-" if value is None else f"{value:.3g}" for key, value in shown.items()}
         self.bar.update(1)
-        self.bar.set_postfix(
-            steps=record["env_steps"],
-            refresh=False,
-            **{k: "-" if v is None else f"{v:.3g}" for k, v in shown.items()},
-        )
+        self.bar.set_postfix(steps=record["env_steps"], refresh=False, **shown)
 
     def finish(self, solved: dict | None, threshold, error: str | None, final_eval) -> dict:
-        """The summary: totals, the confirmed solve (`solved`, the first record that solves), every
-        crossing of the threshold, confirmed or not, and the final evaluation."""
+        """The summary: totals, the confirmed solve (`solved`, the first record that solves),
+        every crossing of the threshold, confirmed or not, and the final evaluation."""
         self.bar.close()
-        crossings = [
-            {
-                key: record[key]
-                for key in ("iteration", "env_steps", "eval_return", "confirm_return")
-            }
-            for record in self.history
-            if record.get("confirm_return") is not None
-        ]
+        keys = ("iteration", "env_steps", "eval_return", "confirm_return")
+        crossed = [record for record in self.history if record.get("confirm_return") is not None]
         summary = {
             "iterations": self.state["iteration"],
             "env_steps": self.state["env_steps"],
@@ -259,13 +253,13 @@ class Run:
             "solved_iteration": solved["iteration"] if solved else None,
             "solved_env_steps": solved["env_steps"] if solved else None,
             "solved_wall_time": solved["wall_time"] if solved else None,
-            "crossings": crossings,
+            "crossings": [{key: record[key] for key in keys} for record in crossed],
             "reward_threshold": threshold,
             "error": error,
         }
         if final_eval is not None:
             summary["final_eval"] = final_eval
-            if self.history and "exact_kl" in self.history[-1]:
+            if self.history and "exact_kl" in self.history[-1]:  # an enumerable env
                 summary["exact_kl"] = self.history[-1]["exact_kl"]
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.experiment["summary"] = {**summary, "peak_rss_mb": round(peak_rss_mb, 1)}
@@ -273,15 +267,18 @@ class Run:
         return self.experiment
 
 
-def report(cfg, summary: dict) -> int:
-    """Print how a run ended (stderr for an error, nothing more with --quiet); its exit status."""
+def print_outcome(cfg, summary: dict) -> int:
+    """Print how a run ended (an error on stderr; with --quiet nothing else); its exit status."""
     run_dir, error = cfg.out, summary["error"]
     if error == "interrupted":
-        print(
-            f"interrupted: {summary['iterations']} iterations kept in {run_dir}; continue with "
-            f"--resume {run_dir}",
-            file=sys.stderr,
-        )
+        if summary["iterations"] == 0:
+            message = (
+                f"interrupted in the first iteration: nothing kept; rerun with --out {run_dir}"
+            )
+            print(f"{message} --overwrite", file=sys.stderr)
+        else:
+            message = f"interrupted: {summary['iterations']} iterations kept in {run_dir}"
+            print(f"{message}; continue with --resume {run_dir}", file=sys.stderr)
         return 128 + STOP_SIGNALS[0]
     if error:
         print(f"error: {error}", file=sys.stderr)
@@ -289,23 +286,35 @@ def report(cfg, summary: dict) -> int:
     if not cfg.quiet:
         final, steps = summary["final_eval"], summary["solved_env_steps"]
         solved = (
-            f"solved at {steps} env steps, {summary['solved_wall_time']:.1f} s"
-            if steps
-            else "not solved"
+            f"solved at {steps} env steps, {summary['solved_wall_time']:.1f} s" if steps else ""
         )
         print(
-            f"{cfg.env} {cfg.algo} seed {cfg.seed}: {solved}; final return "
-            f"{final['sampled']['mean']:.1f} sampled, {final['greedy']['mean']:.1f} greedy; "
-            f"{summary['env_steps']} env steps, {summary['wall_time']:.1f} s training -> {run_dir}"
+            f"{cfg.env} {cfg.algo} seed {cfg.seed}: {solved or 'not solved'}; final "
+            f"return {final['sampled']['mean']:.1f} sampled, {final['greedy']['mean']:.1f} "
+            f"greedy; {summary['env_steps']} env steps, {summary['wall_time']:.1f} s training -> "
+            f"{run_dir}"
         )
     return 0
+
+
+def validation_line(cfg, returns, exact_kl: float | None) -> str:
+    """What --validate prints: the greedy return and, for an enumerable env, the exact KL."""
+    line = f"{cfg.env}: greedy return {returns.mean():.1f} ± {returns.std():.1f} over "
+    line += f"{len(returns)} episodes ({cfg.load_model})"
+    if exact_kl is not None:
+        line += f"\n{cfg.env}: exact KL(p_policy || p_Boltzmann at T={cfg.temp_start:g}) = "
+        line += f"{exact_kl:.2e}"
+    return line
+
+
+# ---- signals ------------------------------------------------------------------------------------
 
 
 class Interrupted(Exception):
     """Raised between env or optimizer steps once SIGINT or SIGTERM arrived."""
 
 
-STOP_SIGNALS = []  # the signals received while `stop_on_signals` is active
+STOP_SIGNALS = []  # the signals received inside `stop_on_signals`
 
 
 def check_stop() -> None:
@@ -317,6 +326,7 @@ def check_stop() -> None:
 @contextlib.contextmanager
 def stop_on_signals():
     """While inside, SIGINT and SIGTERM are recorded for `check_stop` instead of killing."""
+    STOP_SIGNALS.clear()  # a signal from an earlier run in this process does not stop this one
     handlers = {
         number: signal.signal(number, lambda received, _: STOP_SIGNALS.append(received))
         for number in (signal.SIGINT, signal.SIGTERM)
@@ -326,13 +336,3 @@ def stop_on_signals():
     finally:
         for number, handler in handlers.items():
             signal.signal(number, handler)
-
-
-def validation_line(cfg, returns, exact_kl: float | None) -> str:
-    """What --validate prints: the greedy return and, for an enumerable env, the exact KL."""
-    line = f"{cfg.env}: greedy return {returns.mean():.1f} ± {returns.std():.1f} over "
-    line += f"{len(returns)} episodes ({cfg.load_model})"
-    if exact_kl is not None:
-        line += f"\n{cfg.env}: exact KL(p_policy || p_Boltzmann at T={cfg.temp_start:g}) = "
-        line += f"{exact_kl:.2e}"
-    return line

@@ -649,6 +649,10 @@ def without_wall_time(history):
 
 
 SMOKE = dict(iterations=2, num_groups=2, group_size=2, optim_steps=3, eval_every=1)
+SMOKE_ARGS = (
+    "--iterations 1 --num-groups 2 --group-size 2 --optim-steps 1 --eval-episodes 2 --quiet"
+)
+SMOKE_ARGS = SMOKE_ARGS.split() + ["--final-eval-episodes", "2", "--confirm-episodes", "2"]
 
 
 @pytest.mark.parametrize("env", ["CartPole-v1", "LunarLander-v3"])
@@ -685,10 +689,10 @@ def test_a_crossing_counts_only_when_fresh_episodes_confirm_it(tmp_path, monkeyp
     confirmed one; confirmation episodes are fresh seeds, not the evaluation's."""
     calls = []
 
-    def scripted(agent, envs, cfg, stream, greedy, purpose=1):
-        calls.append((stream, purpose, len(envs)))
-        confirmations = sum(p == 2 for _, p, _ in calls)
-        value = 480.0 if purpose == 1 or confirmations > 1 else 400.0
+    def scripted(agent, envs, cfg, stream, greedy=False, confirm=False):
+        calls.append((stream, confirm, len(envs)))
+        confirmations = sum(c for _, c, _ in calls)
+        value = 480.0 if not confirm or confirmations > 1 else 400.0
         return np.full(len(envs), value), 0.5
 
     monkeypatch.setattr(pa, "evaluate", scripted)
@@ -699,7 +703,7 @@ def test_a_crossing_counts_only_when_fresh_episodes_confirm_it(tmp_path, monkeyp
         (2, 480.0),
     ]
     assert summary["solved_iteration"] == 2 == summary["iterations"]
-    assert (1, 2, 7) in calls and (2, 2, 7) in calls  # 7 confirmation episodes, their own seeds
+    assert (1, True, 7) in calls and (2, True, 7) in calls  # 7 confirmation episodes
 
 
 def test_confirmation_seeds_are_fresh_and_never_training_seeds(monkeypatch):
@@ -726,7 +730,7 @@ def test_confirmation_seeds_are_fresh_and_never_training_seeds(monkeypatch):
     cfg = config(eval_episodes=32, confirm_episodes=100)
     for stream in range(5):
         pa.evaluate(None, [None] * 32, cfg, stream, False)
-        pa.evaluate(None, [None] * 100, cfg, stream, False, purpose=2)
+        pa.evaluate(None, [None] * 100, cfg, stream, False, confirm=True)
         evaluated, confirming = seen[2 * stream], seen[2 * stream + 1]
         assert min(evaluated + confirming) >= 2**31 and not set(evaluated) & set(confirming)
     real = np.random.default_rng
@@ -740,7 +744,7 @@ def test_confirmation_seeds_are_fresh_and_never_training_seeds(monkeypatch):
 
     monkeypatch.setattr(np.random, "default_rng", Narrow)
     pa.evaluate(None, [None] * 4, dataclasses.replace(cfg, eval_episodes=4), 9, False)
-    pa.evaluate(None, [None] * 4, dataclasses.replace(cfg, eval_episodes=4), 9, False, purpose=2)
+    pa.evaluate(None, [None] * 4, dataclasses.replace(cfg, eval_episodes=4), 9, False, confirm=True)
     assert not set(seen[len(seen) - 2]) & set(seen[len(seen) - 1])
 
 
@@ -909,8 +913,10 @@ def test_every_option_is_one_config_field_with_one_flag_and_its_help():
     fields = {field.name: field for field in dataclasses.fields(pa.Config)}
     actions = [a for a in pa.build_parser()._actions if a.dest != "help"]
     assert sorted(a.dest for a in actions) == sorted(fields)  # one flag each, nothing else
-    for action in actions:
-        assert action.help and action.help == fields[action.dest].metadata["help"]
+    for action in actions:  # the field's help, and the default beside a number's
+        assert fields[action.dest].metadata["help"] and action.help.startswith(
+            fields[action.dest].metadata["help"]
+        )
         assert action.default is None  # so that a flag given on the command line is seen
     assert all(key in fields for row in pa.DEFAULTS.values() for key in row)
     assert all(field.metadata["must"] in (None, *pa.MUST) for field in fields.values())
@@ -919,6 +925,17 @@ def test_every_option_is_one_config_field_with_one_flag_and_its_help():
     assert cfg == dataclasses.replace(
         pa.Config(env="LunarLander-v3"), **pa.DEFAULTS["LunarLander-v3"]
     )
+    # later overrides win (env/algo over */algo), a given flag wins over all, switches flip
+    parse = lambda *argv: pa.config_from_args(pa.build_parser().parse_args(argv))  # noqa: E731
+    assert parse("--algo", "err", "--env", "LunarLander-v3").lr == 5e-4  # env over */err (1e-3)
+    assert parse("--algo", "err", "--env", "Tree-v0").lr == 3e-3  # Tree-v0/err over Tree-v0
+    assert parse("--algo", "err", "--lr", "0.25").lr == 0.25
+    assert parse("--no-obs-norm").obs_norm is False and parse().obs_norm is True
+    assert parse("--stop-when-solved").stop_when_solved is True
+    # every shipped default passes its own checks
+    for env in ("CartPole-v1", "LunarLander-v3", "Tree-v0"):
+        for algo in ("grouped", "value", "err"):
+            pa.check_config(pa.Config(**pa.defaults_for(env, algo)))
 
 
 @pytest.mark.parametrize(
@@ -942,6 +959,7 @@ def test_every_option_is_one_config_field_with_one_flag_and_its_help():
         (["--algo", "value", "--path-length", "-1"], "--path-length must be >= 0"),
         (["--iterations", "two"], "invalid int value"),
         (["--validate"], "add --load-model"),
+        (["--env", "Tree-v0", "--render", "video"], "cannot --render video"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(capsys, tmp_path, argv, expect):
@@ -1050,6 +1068,70 @@ def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(capsys, tmp_pat
         "2",
     )
     assert code == 0 and len(json.loads((copy / "experiment.json").read_text())["history"]) == 1
+
+
+def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
+    capsys, tmp_path, cartpole_run
+):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("experiment.json", "checkpoint.pt"):
+        (copy / name).write_bytes((cartpole_run / name).read_bytes())
+    one_line_error(capsys, "--resume", str(copy), "--lr", "0.1", expect="drop --lr")
+    code, _ = run_main(capsys, "--resume", str(copy), "--iterations", "3", "--quiet")
+    experiment = json.loads((copy / "experiment.json").read_text())
+    assert code == 0 and [r["iteration"] for r in experiment["history"]] == [1, 2, 3]
+    saved = json.loads((cartpole_run / "experiment.json").read_text())["config"]
+    changed = {k for k, v in experiment["config"].items() if saved.get(k) != v}
+    assert changed <= {"iterations", "resume", "quiet", "out", "versions"}, changed
+
+
+def test_a_death_between_the_two_writes_resumes_consistently(capsys, tmp_path, monkeypatch):
+    """experiment.json is written before checkpoint.pt: a process killed between them leaves the
+    checkpoint one iteration behind, and --resume drops the extra record."""
+    real = {name: getattr(run_io, name) for name in ("write_json", "save_checkpoint")}
+    writes = []
+
+    def dying(name):  # the fourth write is iteration 2's second: the process dies before it
+        def write(*args):
+            writes.append(name)
+            if len(writes) == 4:
+                raise RuntimeError("killed")
+            return real[name](*args)
+
+        return write
+
+    for name in real:
+        monkeypatch.setattr(run_io, name, dying(name))
+    with pytest.raises(RuntimeError):
+        pa.train(config(**{**SMOKE, "iterations": 3}), tmp_path)
+    for name in real:
+        monkeypatch.setattr(run_io, name, real[name])
+    code, _ = run_main(capsys, "--resume", str(tmp_path), "--quiet")
+    history = json.loads((tmp_path / "experiment.json").read_text())["history"]
+    assert code == 0 and [r["iteration"] for r in history] == [1, 2, 3]
+
+
+def test_an_interrupt_in_the_first_iteration_keeps_nothing_and_says_so(
+    capsys, tmp_path, monkeypatch
+):
+    real_sample = pa.sample_episodes
+
+    def interrupted(*args, **kwargs):
+        run_io.STOP_SIGNALS.append(signal.SIGINT)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(pa, "sample_episodes", interrupted)
+    code, err = run_main(capsys, *SMOKE_ARGS, "--out", str(tmp_path / "run"))
+    assert code == 128 + signal.SIGINT and "nothing kept" in err and "--overwrite" in err
+    monkeypatch.setattr(pa, "sample_episodes", real_sample)
+    one_line_error(capsys, "--resume", str(tmp_path / "run"), expect="no checkpoint.pt")
+    # a signal from that run does not stop the next one in the same process; without --quiet
+    # it ends with its summary line
+    next_run = [arg for arg in SMOKE_ARGS if arg != "--quiet"] + ["--out", str(tmp_path / "next")]
+    assert pa.main(next_run) == 0
+    out = capsys.readouterr().out
+    assert "CartPole-v1 grouped seed 0: not solved; final return" in out
 
 
 def test_a_real_process_reports_bad_input_without_traceback(tmp_path):

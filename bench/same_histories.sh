@@ -11,7 +11,7 @@ runs=("--env CartPole-v1 --algo grouped --seed 7 --iterations 4"
       "--env CartPole-v1 --algo value --seed 7 --iterations 3 --path-length 1"
       "--env CartPole-v1 --algo err --seed 7 --iterations 4"
       "--env CartPole-v1 --algo err --seed 7 --iterations 3 --baseline group --group-size 4"
-      "--env LunarLander-v3 --algo grouped --seed 7 --iterations 2 --eval-every 1 --eval-episodes 4 --final-eval-episodes 4"
+      "--env LunarLander-v3 --algo grouped --seed 7 --iterations 2 --eval-every 1 --eval-episodes 4"
       "--env Tree-v0 --algo grouped --seed 3 --iterations 10"
       "--env Tree-v0 --algo value --seed 3 --iterations 10"
       "--env Tree-v0 --algo err --seed 3 --iterations 10")
