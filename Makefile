@@ -57,7 +57,7 @@ compare: $(VENV)/.installed  ## CartPole: ERR (T>0) vs PPO (T=0) vs PPO + entrop
 	cat bench/compare.md
 
 # Report seeds: no sweep ever used them (sweeps used seeds 0-29). Budgets are per run.
-REPORT_SEEDS ?= 1000 1001 1002 1003 1004 1005 1006 1007 1008 1009
+REPORT_SEEDS ?= 1000 1001 1002 1003 1004 1005 1006 1007 1008 1009 1010 1011 1012 1013 1014 1015 1016 1017 1018 1019
 LUNAR_SEEDS ?= 1000 1001 1002 1003 1004
 STABILITY_SEEDS ?= 1010 1011 1012
 CARTPOLE_BUDGET ?= 100000
@@ -82,7 +82,7 @@ define bench_queue
 	done | xargs -P $(JOBS) -I CMD sh -c CMD
 endef
 
-bench-cartpole: $(VENV)/.installed .venv-peer/.installed  ## CartPole-v1: 3 algos + SB3 PPO x 10 report seeds
+bench-cartpole: $(VENV)/.installed .venv-peer/.installed  ## CartPole-v1: 3 algos + SB3 PPO x 20 report seeds
 	$(call bench_queue,CartPole-v1,$(REPORT_SEEDS),$(CARTPOLE_BUDGET))
 
 bench-lunar: $(VENV)/.installed .venv-peer/.installed  ## LunarLander-v3: 3 algos + SB3 PPO x 5 report seeds
