@@ -31,7 +31,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
+from torch import Generator, Tensor, nn
+from torch.optim import Optimizer
 
 import run_io
 from run_io import UserError
@@ -40,35 +41,37 @@ gym.register("Tree-v0", entry_point="tree_env:TreeEnv")  # imported only when ma
 
 
 # ==== 1. Boltzmann math ===========================================================================
-def boltzmann_log_probs(returns: torch.Tensor, temperature: float) -> torch.Tensor:
+def boltzmann_log_probs(returns: Tensor, temperature: float) -> Tensor:
     """The target law p ∝ exp(R/T) over the last dim, as log-probabilities."""
     # (..., n) -> (..., n); log_softmax subtracts the max first, so it is finite for any T > 0.
     return torch.log_softmax(returns / temperature, dim=-1)
 
 
-def err_rewards(rewards: torch.Tensor, log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+def err_rewards(rewards: Tensor, log_probs: Tensor, temperature: float) -> Tensor:
     """Entropy-regularized reward R' = R - T log p; summed over a trajectory it is V'."""
     # (..., steps) -> (..., steps). T = 0 gives back R exactly: plain policy gradient.
     return rewards - temperature * log_probs
 
 
-def policy_entropy(log_pi: torch.Tensor) -> torch.Tensor:
+def policy_entropy(log_pi: Tensor) -> Tensor:
     """H(pi) = -sum_a pi(a) log pi(a) over the last dim. (..., num_actions) -> (...)."""
     return -(log_pi.exp() * log_pi).sum(-1)
 
 
-def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
     # (..., steps) -> (...). `where` before the sum: padding holding nan/inf neither leaks into the
     # value nor into the gradient (the gradient of an unselected `where` branch is exactly 0).
     return torch.where(mask, values, 0).sum(-1)
 
 
-def trajectory_value(rewards, log_probs, mask, temperature) -> torch.Tensor:
+def trajectory_value(
+    rewards: Tensor, log_probs: Tensor, mask: Tensor, temperature: float
+) -> Tensor:
     """V' = sum_t (R_t - T log p_t) over real steps. (..., steps) -> (...)."""
     return masked_sum(err_rewards(rewards, torch.where(mask, log_probs, 0), temperature), mask)
 
 
-def discounted_sum_ahead(values, mask, discount, horizon=0) -> torch.Tensor:
+def discounted_sum_ahead(values: Tensor, mask: Tensor, discount: float, horizon: int = 0) -> Tensor:
     """out_t = sum_{0<=i<horizon} discount^i x_{t+i} over real steps (horizon 0: to the end).
     (..., steps) -> (..., steps)."""
     # A (steps, steps) band matrix of discount^(j-t), 0 <= j-t < horizon, instead of a reverse
@@ -85,11 +88,8 @@ def discounted_sum_ahead(values, mask, discount, horizon=0) -> torch.Tensor:
 # Padding counts as nothing.  The original implementation filled steps after termination with
 # log(1/|A|); that adds T log|A| per missing step to a shorter episode's V', a bias toward ending
 # early that has nothing to do with the rewards.  Here a padded step adds 0 to every sum.
-
-
-def grouped_loss(rewards, log_probs, mask, temperature) -> torch.Tensor:
+def grouped_loss(rewards: Tensor, log_probs: Tensor, mask: Tensor, temperature: float) -> Tensor:
     """Mean squared within-group deviation of sum_t log p_t - sum_t R_t / T (= -V'/T).
-
     rewards, log_probs, mask: (num_groups, group_size, steps) -> scalar >= 0.  In log-probability
     units, so its scale does not depend on the reward scale; zero exactly when p ∝ exp(R/T) inside
     every group.  Its gradient is REINFORCE on the ERR return with a group-mean baseline."""
@@ -99,7 +99,9 @@ def grouped_loss(rewards, log_probs, mask, temperature) -> torch.Tensor:
     return deviation.square().mean()
 
 
-def trust_region_targets(log_prob_sums, reward_sums, lengths, temperature, clip_eps):
+def trust_region_targets(
+    log_prob_sums: Tensor, reward_sums: Tensor, lengths: Tensor, temperature: float, clip_eps: float
+) -> Tensor:
     """Targets for sum_t log p of each trajectory: the current log-probs moved toward R/T, the
     group's step shrunk so that no member's centred log-prob moves more than clip_eps nats per
     step of its episode (clip_eps * length).  (G, K) each -> (G, K).
@@ -119,9 +121,8 @@ def trust_region_targets(log_prob_sums, reward_sums, lengths, temperature, clip_
     return (log_prob_sums + step * shrink).detach()
 
 
-def trust_region_loss(log_prob_sums, targets) -> torch.Tensor:
+def trust_region_loss(log_prob_sums: Tensor, targets: Tensor) -> Tensor:
     """Mean squared within-group deviation of (sum_t log p - target).  (G, K) -> scalar.
-
     Unclipped, it is grouped_loss exactly at every point, not only at the first step: then
     sum log p - target = sum log p - R/T + (group constants), and centring removes the constants."""
     residual = log_prob_sums - targets
@@ -130,7 +131,7 @@ def trust_region_loss(log_prob_sums, targets) -> torch.Tensor:
 
 def value_loss(
     rewards, log_probs, values, mask, terminated, temperature, gamma, path_length=0
-) -> torch.Tensor:
+) -> Tensor:
     """Path consistency over paths of d = path_length steps (Nachum et al. 2017):
     V(s_t) = sum_{i<m} gamma^i (R_{t+i} - T log p_{t+i}) + gamma^m V(s_{t+m}), m = min(d, steps
     left); d = 0 is the whole rest of the episode, d = 1 the one-step form
@@ -169,7 +170,9 @@ def soft_advantages(
     return advantages, advantages + values[..., :steps]
 
 
-def group_advantages(rewards, behaviour_log_probs, mask, temperature):
+def group_advantages(
+    rewards: Tensor, behaviour_log_probs: Tensor, mask: Tensor, temperature: float
+) -> Tensor:
     """V' - group mean of V', the same for every step of a trajectory (GRPO-style baseline).
     (num_groups, group_size, steps) -> (num_groups, group_size, steps).  Exactly 0 when
     log p = R/T + c: then V' = -T c for the whole group."""
@@ -177,7 +180,9 @@ def group_advantages(rewards, behaviour_log_probs, mask, temperature):
     return (value - value.mean(dim=1, keepdim=True))[..., None].expand(mask.shape)
 
 
-def clipped_policy_loss(log_probs, old_log_probs, advantages, clip_eps) -> torch.Tensor:
+def clipped_policy_loss(
+    log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, clip_eps: float
+) -> Tensor:
     """PPO's clipped surrogate, negated for minimisation. (n,) -> scalar."""
     ratio = (log_probs - old_log_probs).exp()
     clipped = ratio.clamp(1 - clip_eps, 1 + clip_eps)
@@ -210,7 +215,9 @@ class RunningNormalizer(nn.Module):
         self.count.copy_(total)
 
 
-def mlp(in_dim, out_dim, hidden, out_gain, generator):
+def mlp(
+    in_dim: int, out_dim: int, hidden: int, out_gain: float, generator: Generator
+) -> nn.Sequential:
     linears = [nn.Linear(in_dim, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, out_dim)]
     for layer, gain in zip(linears, [math.sqrt(2), math.sqrt(2), out_gain], strict=True):
         nn.init.orthogonal_(layer.weight, gain, generator=generator)
@@ -238,13 +245,13 @@ class Agent(nn.Module):
 
 @dataclasses.dataclass
 class Batch:
-    observations: torch.Tensor  # (G, K, steps + 1, obs_dim); index = length: obs after last step
-    actions: torch.Tensor  # (G, K, steps) long
-    rewards: torch.Tensor  # (G, K, steps)
-    log_probs: torch.Tensor  # (G, K, steps) log pi(a_t|s_t) of the policy that sampled them
-    entropies: torch.Tensor  # (G, K, steps) entropy of pi(.|s_t)
-    mask: torch.Tensor  # (G, K, steps) bool, True on real steps
-    terminated: torch.Tensor  # (G, K) bool; False = truncated, bootstrap from the last obs
+    observations: Tensor  # (G, K, steps + 1, obs_dim); index = length: obs after last step
+    actions: Tensor  # (G, K, steps) long
+    rewards: Tensor  # (G, K, steps)
+    log_probs: Tensor  # (G, K, steps) log pi(a_t|s_t) of the policy that sampled them
+    entropies: Tensor  # (G, K, steps) entropy of pi(.|s_t)
+    mask: Tensor  # (G, K, steps) bool, True on real steps
+    terminated: Tensor  # (G, K) bool; False = truncated, bootstrap from the last obs
 
     @property
     def returns(self):  # (G, K)
@@ -255,10 +262,11 @@ class Batch:
         return float(masked_sum(self.entropies, self.mask).sum() / self.mask.sum())
 
 
-def sample_episodes(envs, agent, seeds, group_size, generator, greedy=False) -> Batch:
+def sample_episodes(
+    envs: list, agent: Agent, seeds, group_size: int, generator, greedy=False
+) -> Batch:
     """Run len(envs) episodes to their end; env i resets with seeds[i * len(seeds) // len(envs)]:
     its group's seed if there is one per group, its own if one per episode (--no-seed-groups).
-
     Only running episodes are stepped: one batched policy forward per time step over them, and no
     env step after an episode ends, so the mask counts env steps exactly."""
     count = len(envs)
@@ -278,8 +286,8 @@ def sample_episodes(envs, agent, seeds, group_size, generator, greedy=False) -> 
             taken = log_pi.gather(-1, chosen[:, None]).squeeze(-1).tolist()
             stepped = zip(chosen.tolist(), taken, policy_entropy(log_pi).tolist(), strict=True)
             for i, (action, log_prob, entropy) in zip(running, stepped, strict=True):
-                obs, reward, terminated[i], truncated, _ = envs[i].step(action)
-                observations[i].append(obs)
+                next_obs, reward, terminated[i], truncated, _ = envs[i].step(action)
+                observations[i].append(next_obs)
                 steps[i].append((action, float(reward), log_prob, entropy))
                 ended[i] = terminated[i] or truncated
             running = [i for i in running if not ended[i]]
@@ -303,13 +311,13 @@ def sample_episodes(envs, agent, seeds, group_size, generator, greedy=False) -> 
 
 
 # ==== 4. Update steps, one per algorithm ==========================================================
-def taken_log_probs(agent, batch) -> torch.Tensor:
+def taken_log_probs(agent: Agent, batch: Batch) -> Tensor:
     """log pi(a_t|s_t) under the current policy. -> (G, K, steps)."""
     log_pi = agent.log_probs(batch.observations[..., :-1, :])
     return log_pi.gather(-1, batch.actions[..., None]).squeeze(-1)
 
 
-def optimizer_step(optimizer, loss, params, max_grad_norm):
+def optimizer_step(optimizer: Optimizer, loss: Tensor, params: list, max_grad_norm: float) -> None:
     run_io.check_stop()
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss became {loss.item()}")
@@ -320,7 +328,9 @@ def optimizer_step(optimizer, loss, params, max_grad_norm):
     optimizer.step()
 
 
-def update_grouped(agent, optimizer, batch, temperature, cfg, generator) -> float:
+def update_grouped(
+    agent: Agent, optim: Optimizer, batch: Batch, temperature: float, cfg: Config, rng: Generator
+) -> float:
     """--optim-steps full-batch steps on grouped_loss, or on its trust-region form."""
     params, rewards, mask = list(agent.parameters()), batch.rewards, batch.mask
     with torch.no_grad():
@@ -335,11 +345,13 @@ def update_grouped(agent, optimizer, batch, temperature, cfg, generator) -> floa
             loss = grouped_loss(rewards, log_probs, mask, temperature)
         else:
             loss = trust_region_loss(masked_sum(log_probs, mask), targets)
-        optimizer_step(optimizer, loss, params, cfg.max_grad_norm)
+        optimizer_step(optim, loss, params, cfg.max_grad_norm)
     return first_loss
 
 
-def update_value(agent, optimizer, batch, temperature, cfg, generator) -> float:
+def update_value(
+    agent: Agent, optim: Optimizer, batch: Batch, temperature: float, cfg: Config, rng: Generator
+) -> float:
     """--optim-steps full-batch steps on value_loss, policy and value networks together."""
     params, first_loss = list(agent.parameters()), None
     rewards, mask, terminated = batch.rewards, batch.mask, batch.terminated
@@ -349,11 +361,13 @@ def update_value(agent, optimizer, batch, temperature, cfg, generator) -> float:
             rewards, log_probs, values, mask, terminated, temperature, cfg.gamma, cfg.path_length
         )
         first_loss = loss.item() if first_loss is None else first_loss
-        optimizer_step(optimizer, loss, params, cfg.max_grad_norm)
+        optimizer_step(optim, loss, params, cfg.max_grad_norm)
     return first_loss
 
 
-def update_err(agent, optimizer, batch, temperature, cfg, generator) -> float:
+def update_err(
+    agent: Agent, optim: Optimizer, batch: Batch, temperature: float, cfg: Config, rng: Generator
+) -> float:
     """PPO on the ERR rewards R - T log p_behaviour: --optim-steps epochs of --minibatches.
     T = 0 is plain PPO; --entropy-bonus adds the usual c * H(pi) to the objective."""
     params = list(agent.parameters())
@@ -373,7 +387,7 @@ def update_err(agent, optimizer, batch, temperature, cfg, generator) -> float:
     # advantages shrink to 0, and rescaling them to unit std would keep the policy moving forever.
     losses = []
     for _ in range(cfg.optim_steps):
-        for idx in torch.randperm(len(actions), generator=generator).chunk(cfg.minibatches):
+        for idx in torch.randperm(len(actions), generator=rng).chunk(cfg.minibatches):
             log_pi = agent.log_probs(obs[idx])
             log_probs = log_pi.gather(-1, actions[idx, None]).squeeze(-1)
             loss = clipped_policy_loss(log_probs, old_log_probs[idx], advantages[idx], cfg.clip_eps)
@@ -381,7 +395,7 @@ def update_err(agent, optimizer, batch, temperature, cfg, generator) -> float:
                 loss = loss + 0.5 * (agent.values(obs[idx]) - soft_returns[idx]).square().mean()
             if cfg.entropy_bonus:
                 loss = loss - cfg.entropy_bonus * policy_entropy(log_pi).mean()
-            optimizer_step(optimizer, loss, params, cfg.max_grad_norm)
+            optimizer_step(optim, loss, params, cfg.max_grad_norm)
             losses.append(loss.item())
     return losses[0]
 
@@ -402,7 +416,9 @@ def temperature_at(cfg: Config, iteration: int) -> float:
     return cfg.temp_start * (cfg.temp_end / cfg.temp_start) ** (iteration / (cfg.iterations - 1))
 
 
-def evaluate(agent, envs, cfg: Config, stream: int, greedy=False, confirm=False):
+def evaluate(
+    agent: Agent, envs: list, cfg: Config, stream: int, greedy=False, confirm=False
+) -> tuple:
     """Returns and mean entropy of len(envs) episodes on seeds never used in training (those are
     below 2^31, these at or above).  Deterministic given (seed, stream, confirm), independent of
     the training generators: it never perturbs them."""
@@ -421,11 +437,11 @@ def evaluate(agent, envs, cfg: Config, stream: int, greedy=False, confirm=False)
 def solves(record: dict, threshold: float | None) -> bool:
     """Solved means confirmed: an evaluation reached the env's threshold and --confirm-episodes
     fresh episodes of the same policy did too.  A lucky evaluation alone does not count."""
-    confirmed = record.get("confirm_return")  # None: no crossing, or an old run's record
+    confirmed = record.get("confirm_return")  # None: no crossing (or an old run's record)
     return None not in (threshold, confirmed) and confirmed >= threshold
 
 
-def final_evaluation(agent, cfg: Config) -> dict:
+def final_evaluation(agent: Agent, cfg: Config) -> dict:
     """Mean and std of --final-eval-episodes fresh episodes, sampled and greedy."""
     envs, result = [run_io.make_env(cfg) for _ in range(cfg.final_eval_episodes)], {}
     for mode in ("sampled", "greedy"):
@@ -502,22 +518,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
     return run.finish(solved, threshold, error, final_eval)
 
 
-def validate_model(cfg: Config) -> np.ndarray:
-    """--validate: greedy returns of the saved policy --load-model; nothing trained or written."""
-    agent = make_agent(cfg, run_io.make_env(cfg), with_value=False)
-    agent.load_state_dict(run_io.load_checkpoint(cfg.load_model, agent)["agent"], strict=False)
-    video_dir = Path(cfg.load_model).parent / "validate"  # --render: the first episode, there
-    envs = [run_io.make_env(cfg, video_dir if i == 0 else None) for i in range(cfg.eval_episodes)]
-    returns, _ = evaluate(agent, envs, cfg, 0, greedy=True)
-    envs[0].close()  # with --render video, this saves the video
-    exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
-    kl = exact_kl(agent, cfg.temp_start) if exact_kl and cfg.temp_start > 0 else None
-    print(run_io.validation_line(cfg, returns, kl))
-    return returns
-
-
 # ==== 6. Options and command line =================================================================
-def option(default, help: str, **argparse_kwargs):
+def option(default, help: str, **argparse_kwargs) -> dataclasses.Field:
     """One option: its default, its --help, anything else argparse needs.  A bool is a switch:
     --name when off by default, --no-name when on.  `must` names its check (see MUST)."""
     must = {int: "a positive integer", float: "a finite number >= 0"}.get(type(default))
@@ -595,12 +597,10 @@ DEFAULTS = {
                         clip_eps=0.2, iterations=80),
 }
 MUST = {  # the checks an option's `must` may name
-    "a positive integer": lambda value: value >= 1,
+    "a positive integer": lambda value: value >= 1, ">= 0": lambda value: value >= 0,
     "a positive number": lambda value: value > 0 and math.isfinite(value),
     "a finite number >= 0": lambda value: value >= 0 and math.isfinite(value),
-    ">= 0": lambda value: value >= 0,
-    "in (0, 1]": lambda value: 0 < value <= 1,
-    "in [0, 1]": lambda value: 0 <= value <= 1,
+    "in (0, 1]": lambda value: 0 < value <= 1, "in [0, 1]": lambda value: 0 <= value <= 1,
 }
 # fmt: on
 
@@ -681,8 +681,8 @@ def main(argv: list[str] | None = None) -> int:
             return report.main(argv)
         cfg = config_from_args(build_parser().parse_args(argv))
         run_io.check_env(cfg)  # refuse a bad env or --render before anything is written
-        if cfg.validate:
-            validate_model(cfg)
+        if cfg.validate:  # greedy returns of a saved policy, by this module's `evaluate`
+            run_io.validate_model(cfg, make_agent(cfg, run_io.make_env(cfg), False), evaluate)
             return 0
         run_dir = run_io.run_directory(cfg)
         cfg.out = str(run_dir)

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "policy-annealing-checkpoint", 1
@@ -297,14 +298,26 @@ def print_outcome(cfg, summary: dict) -> int:
     return 0
 
 
-def validation_line(cfg, returns, exact_kl: float | None) -> str:
-    """What --validate prints: the greedy return and, for an enumerable env, the exact KL."""
-    line = f"{cfg.env}: greedy return {returns.mean():.1f} ± {returns.std():.1f} over "
-    line += f"{len(returns)} episodes ({cfg.load_model})"
-    if exact_kl is not None:
-        line += f"\n{cfg.env}: exact KL(p_policy || p_Boltzmann at T={cfg.temp_start:g}) = "
-        line += f"{exact_kl:.2e}"
-    return line
+def validate_model(cfg, agent, evaluate) -> np.ndarray:
+    """--validate: the greedy returns of the saved policy --load-model, loaded into `agent` and
+    run by the module's own `evaluate`, printed with the exact KL for an enumerable env.  Nothing
+    is trained and nothing written but, with --render video, the first episode's video."""
+    agent.load_state_dict(load_checkpoint(cfg.load_model, agent)["agent"], strict=False)
+    video_dir = Path(cfg.load_model).parent / "validate"
+    envs = [make_env(cfg, video_dir if i == 0 else None) for i in range(cfg.eval_episodes)]
+    returns, _ = evaluate(agent, envs, cfg, 0, greedy=True)
+    envs[0].close()  # with --render video, this saves the video
+    print(
+        f"{cfg.env}: greedy return {returns.mean():.1f} ± {returns.std():.1f} over "
+        f"{len(returns)} episodes ({cfg.load_model})"
+    )
+    exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
+    if exact_kl and cfg.temp_start > 0:
+        print(
+            f"{cfg.env}: exact KL(p_policy || p_Boltzmann at T={cfg.temp_start:g}) = "
+            f"{exact_kl(agent, cfg.temp_start):.2e}"
+        )
+    return returns
 
 
 # ---- signals ------------------------------------------------------------------------------------

@@ -644,6 +644,12 @@ def config(env="CartPole-v1", algo="grouped", **overrides):
     return cfg
 
 
+def validate_model(cfg):  # what --validate runs
+    return run_io.validate_model(
+        cfg, pa.make_agent(cfg, gym.make(cfg.env, **cfg.env_kwargs), False), pa.evaluate
+    )
+
+
 def without_wall_time(history):
     return [{k: v for k, v in record.items() if k != "wall_time"} for record in history]
 
@@ -796,7 +802,7 @@ def test_plain_pg_does_not_reach_the_boltzmann_law(tmp_path, capsys, tree):
     assert kl > 0.1
     # --validate reports the same exact KL for an enumerable env (what `make tree` prints)
     checkpoint = str(tmp_path / "checkpoint.pt")
-    pa.validate_model(
+    validate_model(
         dataclasses.replace(
             cfg, temp_start=1.0, temp_end=1.0, eval_episodes=1, load_model=checkpoint
         )
@@ -1254,9 +1260,7 @@ def test_checkpoint_round_trip_reproduces_the_final_greedy_evaluation(tmp_path):
     must get exactly the returns the run itself measured with its in-memory policy."""
     cfg = config(**{**SMOKE, "iterations": 3, "final_eval_episodes": 4, "eval_episodes": 4})
     summary = pa.train(cfg, tmp_path)["summary"]
-    returns = pa.validate_model(
-        dataclasses.replace(cfg, load_model=str(tmp_path / "checkpoint.pt"))
-    )
+    returns = validate_model(dataclasses.replace(cfg, load_model=str(tmp_path / "checkpoint.pt")))
     assert len(returns) == 4
     assert float(returns.mean()) == summary["final_eval"]["greedy"]["mean"]
     assert float(returns.std()) == summary["final_eval"]["greedy"]["std"]
