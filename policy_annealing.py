@@ -129,9 +129,8 @@ def trust_region_loss(log_prob_sums: Tensor, targets: Tensor) -> Tensor:
     return (residual - residual.mean(dim=1, keepdim=True)).square().mean()
 
 
-def value_loss(
-    rewards, log_probs, values, mask, terminated, temperature, gamma, path_length=0
-) -> Tensor:
+def value_loss(rewards: Tensor, log_probs: Tensor, values: Tensor, mask: Tensor, terminated: Tensor,
+               temperature: float, gamma: float, path_length: int = 0) -> Tensor:  # fmt: skip
     """Path consistency over paths of d = path_length steps (Nachum et al. 2017):
     V(s_t) = sum_{i<m} gamma^i (R_{t+i} - T log p_{t+i}) + gamma^m V(s_{t+m}), m = min(d, steps
     left); d = 0 is the whole rest of the episode, d = 1 the one-step form
@@ -155,9 +154,9 @@ def value_loss(
     return residual.square().sum() / mask.sum().clamp(min=1)
 
 
-def soft_advantages(
-    rewards, behaviour_log_probs, values, mask, terminated, temperature, gamma, gae_lambda
-):
+def soft_advantages(rewards: Tensor, behaviour_log_probs: Tensor, values: Tensor, mask: Tensor,
+                    terminated: Tensor, temperature: float, gamma: float,
+                    gae_lambda: float) -> tuple[Tensor, Tensor]:  # fmt: skip
     """GAE on the ERR rewards: the advantage and the soft return for PPO (--algo err).
     rewards, behaviour_log_probs, mask: (..., steps); values: (..., steps + 1)
     -> advantages, soft returns: (..., steps) each."""
@@ -197,16 +196,16 @@ class RunningNormalizer(nn.Module):
     batches only, after each update, so sampling and the update see the same policy.  Its
     statistics are buffers: checkpoints carry them."""
 
-    def __init__(self, dim):
+    def __init__(self, dim: int):
         super().__init__()
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
         self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
 
-    def forward(self, obs):
+    def forward(self, obs: Tensor) -> Tensor:
         return ((obs - self.mean) / (self.var + 1e-8).sqrt()).clamp(-10, 10).to(obs.dtype)
 
-    def update(self, obs):  # obs: (n, dim)
+    def update(self, obs: Tensor) -> None:  # obs: (n, dim)
         n, mean, var = obs.shape[0], obs.double().mean(0), obs.double().var(0, unbiased=False)
         total, delta = self.count + n, mean - self.mean
         pooled = self.var * self.count + var * n + delta.square() * self.count * n / total
@@ -228,7 +227,8 @@ def mlp(
 class Agent(nn.Module):
     """Policy logits network, optional value network, optional observation normaliser."""
 
-    def __init__(self, obs_dim, num_actions, hidden, with_value, obs_norm, seed=0):
+    def __init__(self, obs_dim: int, num_actions: int, hidden: int, with_value: bool,
+                 obs_norm: bool, seed: int = 0):  # fmt: skip
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.normalizer = RunningNormalizer(obs_dim) if obs_norm else nn.Identity()
@@ -236,10 +236,10 @@ class Agent(nn.Module):
         self.policy = mlp(obs_dim, num_actions, hidden, 0.01, generator)
         self.value = mlp(obs_dim, 1, hidden, 1.0, generator) if with_value else None
 
-    def log_probs(self, obs):  # (..., obs_dim) -> (..., num_actions)
+    def log_probs(self, obs: Tensor) -> Tensor:  # (..., obs_dim) -> (..., num_actions)
         return torch.log_softmax(self.policy(self.normalizer(obs)), dim=-1)
 
-    def values(self, obs):  # (..., obs_dim) -> (...)
+    def values(self, obs: Tensor) -> Tensor:  # (..., obs_dim) -> (...)
         return self.value(self.normalizer(obs)).squeeze(-1)
 
 
@@ -254,17 +254,17 @@ class Batch:
     terminated: Tensor  # (G, K) bool; False = truncated, bootstrap from the last obs
 
     @property
-    def returns(self):  # (G, K)
+    def returns(self) -> Tensor:  # (G, K)
         return masked_sum(self.rewards, self.mask)
 
     @property
-    def mean_entropy(self):  # over real steps
+    def mean_entropy(self) -> float:  # over real steps
         return float(masked_sum(self.entropies, self.mask).sum() / self.mask.sum())
 
 
-def sample_episodes(
-    envs: list, agent: Agent, seeds, group_size: int, generator, greedy=False
-) -> Batch:
+def sample_episodes(envs: list[gym.Env], agent: Agent, seeds: np.ndarray | list[int],
+                    group_size: int, generator: Generator | None,
+                    greedy: bool = False) -> Batch:  # fmt: skip
     """Run len(envs) episodes to their end; env i resets with seeds[i * len(seeds) // len(envs)]:
     its group's seed if there is one per group, its own if one per episode (--no-seed-groups).
     Only running episodes are stepped: one batched policy forward per time step over them, and no
@@ -416,9 +416,8 @@ def temperature_at(cfg: Config, iteration: int) -> float:
     return cfg.temp_start * (cfg.temp_end / cfg.temp_start) ** (iteration / (cfg.iterations - 1))
 
 
-def evaluate(
-    agent: Agent, envs: list, cfg: Config, stream: int, greedy=False, confirm=False
-) -> tuple:
+def evaluate(agent: Agent, envs: list[gym.Env], cfg: Config, stream: int, greedy: bool = False,
+             confirm: bool = False) -> tuple[np.ndarray, float]:  # fmt: skip
     """Returns and mean entropy of len(envs) episodes on seeds never used in training (those are
     below 2^31, these at or above).  Deterministic given (seed, stream, confirm), independent of
     the training generators: it never perturbs them."""
@@ -519,7 +518,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
 
 # ==== 6. Options and command line =================================================================
-def option(default, help: str, **argparse_kwargs) -> dataclasses.Field:
+def option(default: object, help: str, **argparse_kwargs: object) -> dataclasses.Field:
     """One option: its default, its --help, anything else argparse needs.  A bool is a switch:
     --name when off by default, --no-name when on.  `must` names its check (see MUST)."""
     must = {int: "a positive integer", float: "a finite number >= 0"}.get(type(default))
@@ -644,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=epilog)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the epilog's lines
 
-    def refuse(message):  # one line, no usage dump
+    def refuse(message: str) -> None:  # one line, no usage dump
         raise UserError(f"{message} (see --help)")
 
     parser.error = refuse
