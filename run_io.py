@@ -43,7 +43,7 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
     window (--render human) or recorded into video_dir/videos (--render video)."""
     mode = {"human": "human", "video": "rgb_array"}.get(cfg.render) if video_dir else None
     try:
-        env = gym.make(cfg.env, render_mode=mode, **cfg.env_kwargs)
+        env = gym.make(cfg.env, **cfg.env_kwargs)
     except (gym.error.Error, TypeError) as error:
         raise UserError(
             f"unknown env '{cfg.env}' or bad --env-kwargs ({error}); pass a registered id such as "
@@ -56,8 +56,11 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
         raise UserError(
             f"--env {cfg.env} has {observations} observations; it needs a flat Box observation"
         )
-    if mode and env.render_mode != mode:
+    if mode and mode not in env.metadata.get("render_modes", []):
         raise UserError(f"--env {cfg.env} cannot --render {cfg.render}; drop --render")
+    if mode:  # the same env again, now rendering
+        env.close()
+        env = gym.make(cfg.env, render_mode=mode, **cfg.env_kwargs)
     if mode == "rgb_array":
         try:
             env = gym.wrappers.RecordVideo(
