@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LUNAR_ALGO ?= err
 COMPARE_SEEDS ?= 1000 1001 1002
 
-.PHONY: help test lint cartpole lunar tree bandit compare bench bench-cartpole bench-lunar bench-stability \
+.PHONY: help test lint cartpole lunar tree bandit compare bench bench-cartpole bench-lunar bench-lunar-long bench-stability \
 	bench-report bench-peer gif profile clean
 
 help:  ## list the targets
@@ -95,6 +95,17 @@ bench-stability: $(VENV)/.installed  ## CartPole-v1: 3 algos x 3 seeds, 100 iter
 	done; done | xargs -P $(JOBS) -I CMD sh -c CMD
 	$(PY) report.py report runs/stability/*/experiment.json -o bench/stability.md
 	cat bench/stability.md
+
+# LunarLander grouped with about 30 minutes of training per seed (the reliability goal's budget):
+# ~2,500 env steps a second here, so 4.5M env steps.
+LUNAR_LONG_BUDGET ?= 4500000
+bench-lunar-long: $(VENV)/.installed  ## LunarLander-v3 grouped x 5 report seeds, ~30 min of training each
+	mkdir -p bench runs/lunar30
+	for s in $(LUNAR_SEEDS); do \
+	  echo "$(RUN) --env LunarLander-v3 --algo grouped --seed $$s --max-env-steps $(LUNAR_LONG_BUDGET) --iterations 1000000 --out runs/lunar30/LunarLander-v3-grouped-s$$s"; \
+	done | xargs -P $(JOBS) -I CMD sh -c CMD
+	$(PY) report.py report runs/lunar30/*/experiment.json -o bench/lunar30.md
+	cat bench/lunar30.md
 
 bench-report:
 	$(PY) report.py report runs/bench/*/experiment.json -o bench/results.md

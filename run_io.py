@@ -165,12 +165,19 @@ def run_directory(cfg) -> Path:
     return run_dir
 
 
-RESUME_FLAGS = ("iterations", "resume", "render", "quiet")  # what --resume may change
+RESUME_FLAGS = (
+    "iterations",
+    "max_env_steps",
+    "resume",
+    "render",
+    "quiet",
+)  # what --resume may change
 
 
 def resumed_config(given: dict, fields: list) -> dict:
-    """--resume DIR: the config of the run in DIR, with --iterations (to extend it), --render and
-    --quiet (how this process shows it) from the command line; any other flag is refused."""
+    """--resume DIR: the config of the run in DIR, with --iterations and --max-env-steps (to
+    extend it), --render and --quiet (how this process shows it) from the command line; any
+    other flag is refused."""
     path = Path(given["resume"]) / "experiment.json"
     if not path.is_file():
         raise UserError(
@@ -181,7 +188,7 @@ def resumed_config(given: dict, fields: list) -> dict:
     if refused:
         raise UserError(
             f"--resume continues a run with its own config; drop {' '.join(refused)} (only "
-            "--iterations, --render and --quiet may change)"
+            "--iterations, --max-env-steps, --render and --quiet may change)"
         )
     saved = json.loads(path.read_text())["config"]
     values = {name: saved[name] for name in fields if name in saved}
