@@ -96,13 +96,12 @@ bench-stability: $(VENV)/.installed  ## CartPole-v1: 3 algos x 3 seeds, 100 iter
 	$(PY) report.py report runs/stability/*/experiment.json -o bench/stability.md
 	cat bench/stability.md
 
-# LunarLander grouped with about 30 minutes of training per seed (the reliability goal's budget):
-# ~2,500 env steps a second here, so 4.5M env steps.
-LUNAR_LONG_BUDGET ?= 4500000
+# LunarLander grouped with 30 minutes of training per seed (the reliability goal's budget).
+LUNAR_LONG_MINUTES ?= 30
 bench-lunar-long: $(VENV)/.installed  ## LunarLander-v3 grouped x 5 report seeds, ~30 min of training each
 	mkdir -p bench runs/lunar30
 	for s in $(LUNAR_SEEDS); do \
-	  echo "$(RUN) --env LunarLander-v3 --algo grouped --seed $$s --max-env-steps $(LUNAR_LONG_BUDGET) --iterations 1000000 --out runs/lunar30/LunarLander-v3-grouped-s$$s"; \
+	  echo "$(RUN) --env LunarLander-v3 --algo grouped --seed $$s --max-minutes $(LUNAR_LONG_MINUTES) --iterations 1000000 --out runs/lunar30/LunarLander-v3-grouped-s$$s"; \
 	done | xargs -P $(JOBS) -I CMD sh -c CMD
 	$(PY) report.py report runs/lunar30/*/experiment.json -o bench/lunar30.md
 	cat bench/lunar30.md

@@ -451,7 +451,7 @@ def final_evaluation(agent: Agent, cfg: Config) -> dict:
 
 def train(cfg: Config, run_dir: Path) -> dict:
     """Sample a seed-grouped batch, update, evaluate, record; until --iterations, a confirmed
-    solve (with --stop-when-solved) or --max-env-steps.  Returns what experiment.json holds."""
+    solve (with --stop-when-solved) or a budget.  Returns what experiment.json holds."""
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(cfg.threads)
@@ -470,7 +470,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     error = final_eval = None
     try:
         while run.state["iteration"] < cfg.iterations and not (cfg.stop_when_solved and solved):
-            if 0 < cfg.max_env_steps <= run.state["env_steps"]:
+            if run.budget_spent():  # --max-env-steps or --max-minutes
                 break
             iteration, start = run.state["iteration"], time.perf_counter()
             temperature = temperature_at(cfg, iteration)
@@ -557,6 +557,7 @@ class Config:
     final_eval_episodes: int = option(100, "episodes of the final evaluation")
     stop_when_solved: bool = option(False, "stop at the first confirmed solve")
     max_env_steps: int = option(0, "also stop after this many env steps (0: no limit)", must=">= 0")
+    max_minutes: float = option(0.0, "also stop after this much training time (0: no limit)")
     threads: int = option(1, "torch threads; a seed reproduces a run only with the same count")
     env_kwargs: dict = option({}, "JSON for gym.make, e.g. '{\"tree_seed\": 1}'", type=json.loads)
     label: str = option("", "name of this run in plots and reports")

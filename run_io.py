@@ -165,19 +165,13 @@ def run_directory(cfg) -> Path:
     return run_dir
 
 
-RESUME_FLAGS = (
-    "iterations",
-    "max_env_steps",
-    "resume",
-    "render",
-    "quiet",
-)  # what --resume may change
+RESUME_FLAGS = ("iterations", "max_env_steps", "max_minutes", "resume", "render", "quiet")
 
 
 def resumed_config(given: dict, fields: list) -> dict:
-    """--resume DIR: the config of the run in DIR, with --iterations and --max-env-steps (to
-    extend it), --render and --quiet (how this process shows it) from the command line; any
-    other flag is refused."""
+    """--resume DIR: the config of the run in DIR, with --iterations, --max-env-steps and
+    --max-minutes (to extend it), --render and --quiet (how this process shows it) from the
+    command line; any other flag is refused."""
     path = Path(given["resume"]) / "experiment.json"
     if not path.is_file():
         raise UserError(
@@ -188,7 +182,7 @@ def resumed_config(given: dict, fields: list) -> dict:
     if refused:
         raise UserError(
             f"--resume continues a run with its own config; drop {' '.join(refused)} (only "
-            "--iterations, --max-env-steps, --render and --quiet may change)"
+            "--iterations, --max-env-steps, --max-minutes, --render and --quiet may change)"
         )
     saved = json.loads(path.read_text())["config"]
     values = {name: saved[name] for name in fields if name in saved}
@@ -250,6 +244,11 @@ class Run:
         shown = {key: "-" if value is None else f"{value:.3g}" for key, value in shown.items()}
         self.bar.update(1)
         self.bar.set_postfix(steps=record["env_steps"], refresh=False, **shown)
+
+    def budget_spent(self) -> bool:
+        """--max-env-steps or --max-minutes (of training time, evaluation excluded) used up."""
+        steps, minutes = self.cfg.max_env_steps, self.cfg.max_minutes
+        return 0 < steps <= self.state["env_steps"] or 0 < 60 * minutes <= self.state["wall_time"]
 
     def finish(self, solved: dict | None, threshold, error: str | None, final_eval) -> dict:
         """The summary: totals, the confirmed solve (`solved`, the first record that solves),

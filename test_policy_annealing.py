@@ -1092,6 +1092,14 @@ def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
     assert changed <= {"iterations", "resume", "quiet", "out", "versions"}, changed
 
 
+def test_budgets_stop_a_run_after_the_iteration_that_spends_them(tmp_path):
+    by_minutes = pa.train(config(**{**SMOKE, "iterations": 5}, max_minutes=1e-9), tmp_path / "m")
+    assert by_minutes["summary"]["iterations"] == 1 and by_minutes["summary"]["error"] is None
+    by_steps = pa.train(config(**{**SMOKE, "iterations": 50}, max_env_steps=300), tmp_path / "s")
+    steps = [record["env_steps"] for record in by_steps["history"]]
+    assert len(steps) > 1 and steps[-1] >= 300 > steps[-2]
+
+
 def test_a_death_between_the_two_writes_resumes_consistently(capsys, tmp_path, monkeypatch):
     """experiment.json is written before checkpoint.pt: a process killed between them leaves the
     checkpoint one iteration behind, and --resume drops the extra record."""
