@@ -442,7 +442,7 @@ def solves(record: dict, threshold: float | None) -> bool:
 
 def final_evaluation(agent: Agent, cfg: Config) -> dict:
     """Mean and std of --final-eval-episodes fresh episodes, sampled and greedy."""
-    envs, result = [run_io.make_env(cfg) for _ in range(cfg.final_eval_episodes)], {}
+    envs, result = run_io.make_envs(cfg, cfg.final_eval_episodes), {}
     for mode in ("sampled", "greedy"):
         returns, entropy = evaluate(agent, envs, cfg, 0, greedy=mode == "greedy")
         result[mode] = dict(mean=float(returns.mean()), std=float(returns.std()), entropy=entropy)
@@ -455,10 +455,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(cfg.threads)
-    envs = [run_io.make_env(cfg) for _ in range(cfg.num_groups * cfg.group_size)]
-    # with --render, the first episode of every evaluation is shown or recorded
-    eval_envs = [run_io.make_env(cfg, None if i else run_dir) for i in range(cfg.eval_episodes)]
-    confirm_envs = [run_io.make_env(cfg) for _ in range(cfg.confirm_episodes)]
+    envs = run_io.make_envs(cfg, cfg.num_groups * cfg.group_size)
+    eval_envs = run_io.make_envs(cfg, cfg.eval_episodes, run_dir)  # --render: each one's first
+    confirm_envs = run_io.make_envs(cfg, cfg.confirm_episodes)
     threshold = envs[0].spec.reward_threshold if envs[0].spec else None
     exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
     agent = make_agent(cfg, envs[0], with_value=cfg.algo != "grouped")

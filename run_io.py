@@ -71,6 +71,12 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
     return env
 
 
+def make_envs(cfg, count: int, video_dir: Path | None = None) -> list[gym.Env]:
+    """`count` envs for one batch of episodes; with --render and a video_dir, the first one is
+    shown or recorded (see make_env), the rest run unseen."""
+    return [make_env(cfg, None if i else video_dir) for i in range(count)]
+
+
 def check_env(cfg) -> None:
     """Every refusal of make_env, --render's included, before anything is written."""
     with tempfile.TemporaryDirectory() as folder:  # RecordVideo makes its folder at once
@@ -145,15 +151,8 @@ def load_checkpoint(path, agent=None, flag: str = "--load-model") -> dict:
 def run_directory(cfg) -> Path:
     """--resume DIR, or --out (default runs/<env>-<algo>-s<seed>-<timestamp>/), never silently
     over an earlier run."""
-    if cfg.resume:
-        run_dir = Path(cfg.resume)
-        if not (run_dir / "checkpoint.pt").is_file():
-            raise UserError(
-                f"--resume {run_dir}: no checkpoint.pt there (a run interrupted in its first "
-                f"iteration keeps none); pass the directory of an earlier run, or rerun it with "
-                f"--out {run_dir} --overwrite"
-            )
-        return run_dir
+    if cfg.resume:  # checked by resumed_config
+        return Path(cfg.resume)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.out or f"runs/{cfg.env}-{cfg.algo}-s{cfg.seed}-{stamp}")
     if (run_dir / "experiment.json").exists() and not cfg.overwrite:
@@ -172,11 +171,17 @@ def resumed_config(given: dict, fields: list) -> dict:
     """--resume DIR: the config of the run in DIR, with --iterations, --max-env-steps and
     --max-minutes (to extend it), --render and --quiet (how this process shows it) from the
     command line; any other flag is refused."""
-    path = Path(given["resume"]) / "experiment.json"
+    run_dir = Path(given["resume"])
+    path = run_dir / "experiment.json"
     if not path.is_file():
         raise UserError(
-            f"--resume {given['resume']}: no experiment.json there; pass the directory of an "
-            "earlier run"
+            f"--resume {run_dir}: no experiment.json there; pass the directory of an earlier run"
+        )
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise UserError(
+            f"--resume {run_dir}: no checkpoint.pt there (a run interrupted in its first "
+            f"iteration keeps none); pass the directory of an earlier run, or rerun it with "
+            f"--out {run_dir} --overwrite"
         )
     refused = sorted(f"--{name.replace('_', '-')}" for name in given if name not in RESUME_FLAGS)
     if refused:
@@ -295,11 +300,11 @@ def print_outcome(cfg, summary: dict) -> int:
         return 1
     if not cfg.quiet:
         final, steps = summary["final_eval"], summary["solved_env_steps"]
-        solved = (
-            f"solved at {steps} env steps, {summary['solved_wall_time']:.1f} s" if steps else ""
-        )
+        solved = "not solved"
+        if steps:
+            solved = f"solved at {steps} env steps, {summary['solved_wall_time']:.1f} s"
         print(
-            f"{cfg.env} {cfg.algo} seed {cfg.seed}: {solved or 'not solved'}; final "
+            f"{cfg.env} {cfg.algo} seed {cfg.seed}: {solved}; final "
             f"return {final['sampled']['mean']:.1f} sampled, {final['greedy']['mean']:.1f} "
             f"greedy; {summary['env_steps']} env steps, {summary['wall_time']:.1f} s training -> "
             f"{run_dir}"
@@ -313,7 +318,7 @@ def validate_model(cfg, agent, evaluate) -> np.ndarray:
     is trained and nothing written but, with --render video, the first episode's video."""
     agent.load_state_dict(load_checkpoint(cfg.load_model, agent)["agent"], strict=False)
     video_dir = Path(cfg.load_model).parent / "validate"
-    envs = [make_env(cfg, video_dir if i == 0 else None) for i in range(cfg.eval_episodes)]
+    envs = make_envs(cfg, cfg.eval_episodes, video_dir)
     returns, _ = evaluate(agent, envs, cfg, 0, greedy=True)
     envs[0].close()  # with --render video, this saves the video
     print(
