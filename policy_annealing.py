@@ -457,8 +457,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
     torch.set_num_threads(cfg.threads)
     envs = run_io.make_envs(cfg, cfg.num_groups * cfg.group_size)
     eval_envs = run_io.make_envs(cfg, cfg.eval_episodes, run_dir)  # --render: each one's first
-    confirm_envs = run_io.make_envs(cfg, cfg.confirm_episodes)
     threshold = envs[0].spec.reward_threshold if envs[0].spec else None
+    confirm_envs = run_io.make_envs(cfg, cfg.confirm_episodes if threshold is not None else 0)
     exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
     agent = make_agent(cfg, envs[0], with_value=cfg.algo != "grouped")
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
