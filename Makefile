@@ -59,7 +59,7 @@ compare: $(VENV)/.installed  ## CartPole: ERR (T>0) vs PPO (T=0) vs PPO + entrop
 # Report seeds: no sweep ever used them (sweeps used seeds 0-29). Budgets are per run.
 REPORT_SEEDS ?= 1000 1001 1002 1003 1004 1005 1006 1007 1008 1009 1010 1011 1012 1013 1014 1015 1016 1017 1018 1019
 LUNAR_SEEDS ?= 1000 1001 1002 1003 1004
-STABILITY_SEEDS ?= 1010 1011 1012
+STABILITY_SEEDS ?= 1010 1011 1012 1013 1014
 CARTPOLE_BUDGET ?= 100000
 LUNAR_BUDGET ?= 500000
 JOBS ?= 2
@@ -89,7 +89,7 @@ bench-lunar: $(VENV)/.installed .venv-peer/.installed  ## LunarLander-v3: 3 algo
 	$(call bench_queue,LunarLander-v3,$(LUNAR_SEEDS),$(LUNAR_BUDGET))
 
 # Does the main job stay solved? Full 100-iteration CartPole runs, no early stop.
-bench-stability: $(VENV)/.installed  ## CartPole-v1: 3 algos x 3 seeds, 100 iterations, no early stop
+bench-stability: $(VENV)/.installed  ## CartPole-v1: 3 algos x 5 seeds, 100 iterations, no early stop
 	for s in $(STABILITY_SEEDS); do for algo in grouped value err; do \
 	  echo "$(PY) policy_annealing.py --quiet --overwrite --env CartPole-v1 --algo $$algo --seed $$s --out runs/stability/CartPole-v1-$$algo-s$$s"; \
 	done; done | xargs -P $(JOBS) -I CMD sh -c CMD

@@ -578,9 +578,11 @@ DEFAULTS = {
     "*/err": dict(num_groups=8, group_size=1, optim_steps=10, lr=1e-3, temp_start=0.05,
                   temp_end=0.05, clip_eps=0.2, max_grad_norm=0.5),
     "CartPole-v1": dict(iterations=100, eval_every=1),
-    # CartPole grouped: small batches, many full-batch steps under the per-step trust region; T 0.2
-    # solved 20/20 tuning seeds at a median of 12k env steps, T 0.5 20/20 at 19k (README sweep).
-    "CartPole-v1/grouped": dict(num_groups=2, group_size=4, temp_start=0.2, temp_end=0.2),
+    # CartPole grouped: a few plain Adam steps per batch. Fitting each batch to convergence (50
+    # steps in the trust region) moved the policy as far on noise as on failures: it never stayed
+    # solved (README, "Does it stay solved?").
+    "CartPole-v1/grouped": dict(num_groups=2, group_size=4, temp_start=0.2, temp_end=0.2,
+                                optim_steps=5, lr=1e-3, clip_eps=0.0),
     "CartPole-v1/err": dict(num_groups=4, lr=2e-3),
     "LunarLander-v3": dict(iterations=300, temp_start=0.1, temp_end=0.1, lr=5e-4),
     # LunarLander err: many minibatch steps per sample (10 epochs x 32), long horizon (gamma
