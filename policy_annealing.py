@@ -354,12 +354,10 @@ def update_value(
 ) -> float:
     """--optim-steps full-batch steps on value_loss, policy and value networks together."""
     params, first_loss = list(agent.parameters()), None
-    rewards, mask, terminated = batch.rewards, batch.mask, batch.terminated
     for _ in range(cfg.optim_steps):
         log_probs, values = taken_log_probs(agent, batch), agent.values(batch.observations)
-        loss = value_loss(
-            rewards, log_probs, values, mask, terminated, temperature, cfg.gamma, cfg.path_length
-        )
+        loss = value_loss(batch.rewards, log_probs, values, batch.mask, batch.terminated,
+                          temperature, cfg.gamma, cfg.path_length)  # fmt: skip
         first_loss = loss.item() if first_loss is None else first_loss
         optimizer_step(optim, loss, params, cfg.max_grad_norm)
     return first_loss
@@ -418,9 +416,8 @@ def temperature_at(cfg: Config, iteration: int) -> float:
 
 def evaluate(agent: Agent, envs: list[gym.Env], cfg: Config, stream: int, greedy: bool = False,
              confirm: bool = False) -> tuple[np.ndarray, float]:  # fmt: skip
-    """Returns and mean entropy of len(envs) episodes on seeds never used in training (those are
-    below 2^31, these at or above).  Deterministic given (seed, stream, confirm), independent of
-    the training generators: it never perturbs them."""
+    """Returns and mean entropy of len(envs) episodes on seeds at or above 2^31 (training's are
+    below).  Deterministic given (seed, stream, confirm); never perturbs the training generators."""
     rng = np.random.default_rng([cfg.seed, stream, 2 if confirm else 1])
     seeds = rng.integers(2**31, 2**32, size=len(envs))
     if confirm:  # fresh: no confirmation episode replays one of the evaluation it confirms
@@ -461,7 +458,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
     confirm_envs = run_io.make_envs(cfg, cfg.confirm_episodes if threshold is not None else 0)
     exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
     agent = make_agent(cfg, envs[0], with_value=cfg.algo != "grouped")
-    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
+    # PCL's two step sizes, eta_pi and eta_v: V may track its targets faster than pi should move.
+    lrs = [cfg.lr, cfg.value_lr or cfg.lr][: 1 + (agent.value is not None)]
+    nets = zip([agent.policy, agent.value], lrs, strict=False)  # grouped: no value net
+    optimizer = torch.optim.Adam([dict(params=net.parameters(), lr=lr) for net, lr in nets])
     seed_rng = np.random.default_rng(cfg.seed)  # env seeds of training batches
     action_generator = torch.Generator().manual_seed(cfg.seed)  # actions and minibatch order
     run = run_io.Run(cfg, run_dir, agent, optimizer, (seed_rng, action_generator))
@@ -474,8 +474,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
             iteration, start = run.state["iteration"], time.perf_counter()
             temperature = temperature_at(cfg, iteration)
             if cfg.lr_decay:  # linear to 0: Adam's steps stay ~lr near the optimum otherwise
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * (1 - iteration / cfg.iterations)
+                for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+                    group["lr"] = lr * (1 - iteration / cfg.iterations)
             seeds = seed_rng.integers(0, 2**31, cfg.num_groups if cfg.seed_groups else len(envs))
             batch = sample_episodes(envs, agent, seeds, cfg.group_size, action_generator)
             loss = UPDATES[cfg.algo](agent, optimizer, batch, temperature, cfg, action_generator)
@@ -536,7 +536,8 @@ class Config:
     seed_groups: bool = option(True, "ablation: every episode its own seed, not its group's")
     optim_steps: int = option(50, "optimizer steps per batch (err: PPO epochs)")
     minibatches: int = option(4, "err: minibatches per epoch")
-    lr: float = option(3e-3, "Adam learning rate", must="a positive number")
+    lr: float = option(3e-3, "Adam learning rate (V: see --value-lr)", must="a positive number")
+    value_lr: float = option(0.0, "learning rate of V (0: --lr)", must="a finite number >= 0")
     lr_decay: bool = option(False, "decay the learning rate linearly to 0 over --iterations")
     temp_start: float = option(0.5, "temperature T at the first iteration")
     temp_end: float = option(0.5, "T at the last iteration (exponential schedule)")

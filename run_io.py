@@ -215,7 +215,13 @@ class Run:
         if cfg.resume:
             checkpoint = load_checkpoint(self.checkpoint_path, agent, "--resume")
             agent.load_state_dict(checkpoint["agent"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
+            try:
+                optimizer.load_state_dict(checkpoint["optimizer"])
+            except ValueError:  # e.g. one Adam group, from before --value-lr had its own
+                raise UserError(
+                    f"--resume {cfg.resume}: its optimizer state does not fit this version's "
+                    f"(written by an older one); rerun it with --out {cfg.resume} --overwrite"
+                ) from None
             self.state = checkpoint["state"]
             rngs[0].bit_generator.state = self.state.pop("seed_rng")
             rngs[1].set_state(self.state.pop("action_rng"))

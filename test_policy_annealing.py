@@ -677,6 +677,26 @@ def test_smoke_run_records_and_checkpoints(tmp_path, env, algo):
     assert checkpoint["state"]["iteration"] == 2
 
 
+@pytest.mark.parametrize("algo", ["value", "err"])
+def test_value_lr_is_the_value_nets_step_and_decays_with_lr(tmp_path, algo):
+    """--lr steps the policy, --value-lr the value net (PCL's eta_pi, eta_v); --lr-decay scales
+    both.  Adam moves a parameter by about its lr per step whatever the gradient's size, so a
+    policy at lr 1e-7 barely moves while V at 1e-2 does."""
+    cfg = config(algo=algo, **SMOKE, lr=1e-7, value_lr=1e-2, lr_decay=True)
+    before = pa.make_agent(cfg, gym.make(cfg.env), with_value=True).state_dict()
+    pa.train(cfg, tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    after = checkpoint["agent"]
+
+    def moved(net):
+        return max((after[k] - before[k]).abs().max().item() for k in after if k.startswith(net))
+
+    assert moved("policy.") < 1e-4 < 1e-3 < moved("value.")
+    left = 1 - (cfg.iterations - 1) / cfg.iterations  # the factor of the last iteration
+    lrs = [group["lr"] for group in checkpoint["optimizer"]["param_groups"]]
+    assert lrs == pytest.approx([1e-7 * left, 1e-2 * left], rel=1e-12)
+
+
 @pytest.mark.parametrize("algo", ["grouped", "value", "err"])
 def test_same_seed_same_history_other_seed_other_history(tmp_path, algo):
     runs = [
@@ -1090,6 +1110,17 @@ def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
     saved = json.loads((cartpole_run / "experiment.json").read_text())["config"]
     changed = {k for k, v in experiment["config"].items() if saved.get(k) != v}
     assert changed <= {"iterations", "resume", "quiet", "out", "versions"}, changed
+
+
+def test_resuming_a_checkpoint_of_one_adam_group_gives_one_clear_line(capsys, tmp_path):
+    """Before --value-lr, value and err runs kept policy and V in one Adam group."""
+    pa.train(config(algo="value", **SMOKE), tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    policy_group, value_group = checkpoint["optimizer"]["param_groups"]
+    policy_group["params"] += value_group["params"]
+    checkpoint["optimizer"]["param_groups"] = [policy_group]
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    one_line_error(capsys, "--resume", str(tmp_path), "--iterations", "3", expect="--overwrite")
 
 
 def test_budgets_stop_a_run_after_the_iteration_that_spends_them(tmp_path):
