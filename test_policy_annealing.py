@@ -435,6 +435,22 @@ def test_value_loss_finite_at_extremes():
         assert torch.isfinite(log_probs.grad).all() and torch.isfinite(values.grad).all()
 
 
+@pytest.mark.parametrize("path_length", [0, 1, 3])
+def test_value_loss_lowers_every_taken_log_prob_while_v_overestimates(path_length):
+    """The LunarLander collapse (README, "Why value collapses"): while V sits above every soft
+    return, the loss is lowered by making each taken action less likely, since -T log p is
+    unbounded above; only the value net's own step size keeps the policy from doing so first."""
+    generator = torch.Generator().manual_seed(path_length)
+    rewards = -5 * torch.rand(3, 2, 6, generator=generator, dtype=torch.float64)
+    log_probs = (-torch.rand(3, 2, 6, generator=generator, dtype=torch.float64)).requires_grad_()
+    mask = torch.arange(6) < torch.tensor([[6, 4], [5, 6], [2, 6]])[..., None]
+    values = torch.full((3, 2, 7), 100.0, dtype=torch.float64)  # far above any soft return
+    terminated = torch.tensor([[True, False], [True, True], [False, True]])
+    pa.value_loss(rewards, log_probs, values, mask, terminated, 0.1, 0.99, path_length).backward()
+    assert (log_probs.grad[mask] > 0).all()  # gradient descent lowers every taken log p
+    assert (log_probs.grad[~mask] == 0).all()
+
+
 # ---- ERR ---------------------------------------------------------------------------------------
 
 
