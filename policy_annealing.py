@@ -458,8 +458,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     confirm_envs = run_io.make_envs(cfg, cfg.confirm_episodes if threshold is not None else 0)
     exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
     agent = make_agent(cfg, envs[0], with_value=cfg.algo != "grouped")
-    # PCL's two step sizes, eta_pi and eta_v: V may track its targets faster than pi should move.
-    lrs = [cfg.lr, cfg.value_lr or cfg.lr][: 1 + (agent.value is not None)]
+    lrs = [cfg.lr, cfg.value_lr or cfg.lr][: 1 + (agent.value is not None)]  # PCL's eta_pi, eta_v
     nets = zip([agent.policy, agent.value], lrs, strict=False)  # grouped: no value net
     optimizer = torch.optim.Adam([dict(params=net.parameters(), lr=lr) for net, lr in nets])
     seed_rng = np.random.default_rng(cfg.seed)  # env seeds of training batches
@@ -537,7 +536,7 @@ class Config:
     optim_steps: int = option(50, "optimizer steps per batch (err: PPO epochs)")
     minibatches: int = option(4, "err: minibatches per epoch")
     lr: float = option(3e-3, "Adam learning rate (V: see --value-lr)", must="a positive number")
-    value_lr: float = option(0.0, "learning rate of V (0: --lr)", must="a finite number >= 0")
+    value_lr: float = option(0.0, "Adam learning rate of V, PCL's eta_v (0: --lr)")
     lr_decay: bool = option(False, "decay the learning rate linearly to 0 over --iterations")
     temp_start: float = option(0.5, "temperature T at the first iteration")
     temp_end: float = option(0.5, "T at the last iteration (exponential schedule)")
@@ -579,13 +578,14 @@ DEFAULTS = {
     "*/err": dict(num_groups=8, group_size=1, optim_steps=10, lr=1e-3, temp_start=0.05,
                   temp_end=0.05, clip_eps=0.2, max_grad_norm=0.5),
     "CartPole-v1": dict(iterations=100, eval_every=1),
-    # CartPole grouped: a few plain Adam steps per batch. Fitting each batch to convergence (50
-    # steps in the trust region) moved the policy as far on noise as on failures: it never stayed
-    # solved (README, "Does it stay solved?").
+    # CartPole grouped: a few plain Adam steps a batch. Fitting each batch to convergence moved the
+    # policy as far on noise as on failures, so it never stayed solved (README, "Does it stay ...").
     "CartPole-v1/grouped": dict(num_groups=2, group_size=4, temp_start=0.2, temp_end=0.2,
                                 optim_steps=5, lr=1e-3, clip_eps=0.0),
     "CartPole-v1/err": dict(num_groups=4, lr=2e-3),
     "LunarLander-v3": dict(iterations=300, temp_start=0.1, temp_end=0.1, lr=5e-4),
+    # LunarLander value: pi 10x slower than V, or V's early error makes pi deterministic (README).
+    "LunarLander-v3/value": dict(lr=1e-4, value_lr=1e-3),
     # LunarLander err: many minibatch steps per sample (10 epochs x 32), long horizon (gamma
     # 0.999, GAE 0.98 as in the RL-Zoo's PPO), a small temperature.
     "LunarLander-v3/err": dict(iterations=1000, num_groups=8, optim_steps=10, minibatches=32,
