@@ -220,7 +220,8 @@ class Run:
             except ValueError:  # e.g. one Adam group, from before --value-lr had its own
                 raise UserError(
                     f"--resume {cfg.resume}: its optimizer state does not fit this version's "
-                    f"(written by an older one); rerun it with --out {cfg.resume} --overwrite"
+                    f"(written by an older one); rerun it with the flags in its experiment.json "
+                    f"and --out {cfg.resume} --overwrite"
                 ) from None
             self.state = checkpoint["state"]
             rngs[0].bit_generator.state = self.state.pop("seed_rng")
