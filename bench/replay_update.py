@@ -1,0 +1,105 @@
+"""Watch one update step by step.  Trains a run with any policy_annealing flags up to update --at
+N, then replays that update on a copy of the agent and its optimizer, --every K optimizer steps at
+a time: after each chunk, the copy's mean return on 32 sampled episodes (the same seeds every
+time), KL(pi_before || pi_now) over the batch's states, where in the episodes the taken
+actions' log-probabilities moved and, for `value`, where V was above or below its target.
+
+    python bench/replay_update.py --at 55 --algo value --seed 15        # CartPole value drop
+
+The run itself is untouched (the copy is discarded) and stops after update N.  The replay is
+exact for `value` and for `grouped` without the trust region; for `grouped --clip-eps` and `err`
+each chunk recomputes its targets or advantages, so it only approximates one update.
+"""
+
+import argparse
+import copy
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import policy_annealing as pa  # noqa: E402
+import run_io  # noqa: E402
+
+WINDOWS = (0, 100, 200, 300, 400, 500)  # steps of the episode, for where log p moved
+
+
+def value_residuals(agent, batch, temperature, cfg):
+    """V(s_t) - target of value_loss at every step, (G, K, steps): for whole-episode paths
+    (d = 0) V(s_t) enters only its own residual, so d loss / d V(s_t) = 2 residual_t / n."""
+    values = agent.values(batch.observations).detach().requires_grad_()
+    log_probs = pa.taken_log_probs(agent, batch).detach()
+    loss = pa.value_loss(batch.rewards, log_probs, values, batch.mask, batch.terminated,
+                         temperature, cfg.gamma)  # fmt: skip
+    (grad,) = torch.autograd.grad(loss, values)
+    return grad[..., :-1] * batch.mask.sum() / 2
+
+
+def by_window(name, per_step, mask):
+    """Mean of per_step (G, K, steps) over the real steps of each window of WINDOWS."""
+    print(f"   {name}:", end="")
+    for start, end in zip(WINDOWS, WINDOWS[1:], strict=False):
+        if mask[..., start:end].any():
+            print(f"  {start}-{end} {per_step[..., start:end][mask[..., start:end]].mean():+.3f}",
+                  end="")  # fmt: skip
+    print()
+
+
+def report(agent, before, batch, temperature, cfg, envs, steps):
+    """Evaluation and KL; by window of steps, the change of the taken actions' log p and, for
+    value with d = 0, the residual V - target."""
+    with torch.no_grad():
+        after = agent.log_probs(batch.observations[..., :-1, :])
+        taken = after.gather(-1, batch.actions[..., None]).squeeze(-1) - batch.log_probs
+    kl = (before.exp() * (before - after)).sum(-1)[batch.mask]
+    returns, _ = pa.evaluate(agent, envs, cfg, stream=10**6)
+    print(f"after {steps:3d} steps: eval {returns.mean():6.1f}, KL mean {kl.mean():.4f} max "
+          f"{kl.max():.3f}")  # fmt: skip
+    by_window("change of log p(taken)", taken, batch.mask)
+    if cfg.algo == "value" and cfg.path_length == 0:
+        by_window("V - target", value_residuals(agent, batch, temperature, cfg), batch.mask)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--at", type=int, required=True, help="the update to replay (1-based)")
+    parser.add_argument("--every", type=int, default=10, help="optimizer steps per chunk")
+    ours, theirs = parser.parse_known_args(argv)
+    calls = 0
+
+    def watch(update):
+        def wrapped(agent, optimizer, batch, temperature, cfg, rng):
+            nonlocal calls
+            calls += 1
+            if calls == ours.at:
+                replay(update, agent, optimizer, batch, temperature, cfg)
+            return update(agent, optimizer, batch, temperature, cfg, rng)
+
+        return wrapped
+
+    def replay(update, agent, optimizer, batch, temperature, cfg):
+        agent, optimizer = copy.deepcopy((agent, optimizer))  # one memo: the optimizer follows
+        envs, states = run_io.make_envs(cfg, 32), batch.observations[..., :-1, :]
+        with torch.no_grad():
+            before = agent.log_probs(states)
+        print(f"update {ours.at}: batch returns {batch.returns.flatten().tolist()}")
+        report(agent, before, batch, temperature, cfg, envs, 0)
+        rng = torch.Generator().manual_seed(cfg.seed)
+        for done in range(0, cfg.optim_steps, ours.every):
+            chunk = dataclasses.replace(cfg, optim_steps=min(ours.every, cfg.optim_steps - done))
+            update(agent, optimizer, batch, temperature, chunk, rng)
+            report(agent, before, batch, temperature, cfg, envs, done + chunk.optim_steps)
+
+    for algo, update in list(pa.UPDATES.items()):
+        pa.UPDATES[algo] = watch(update)
+    with tempfile.TemporaryDirectory() as out:
+        args = pa.build_parser().parse_args([*theirs, "--quiet", "--out", out])
+        cfg = dataclasses.replace(pa.config_from_args(args), iterations=ours.at)
+        pa.train(cfg, Path(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
