@@ -89,10 +89,12 @@ bench-lunar: $(VENV)/.installed .venv-peer/.installed  ## LunarLander-v3: 3 algo
 	$(call bench_queue,LunarLander-v3,$(LUNAR_SEEDS),$(LUNAR_BUDGET))
 
 # Does the main job stay solved? Full 100-iteration CartPole runs, no early stop.
-bench-stability: $(VENV)/.installed  ## CartPole-v1: 3 algos x 5 seeds, 100 iterations, no early stop
+# SB3 PPO beside them: trained to the zoo's budget (its schedules end there), evaluated throughout.
+bench-stability: $(VENV)/.installed .venv-peer/.installed  ## CartPole-v1: 3 algos + SB3 PPO x 5 seeds, no early stop
 	for s in $(STABILITY_SEEDS); do for algo in grouped value err; do \
 	  echo "$(PY) policy_annealing.py --quiet --overwrite --env CartPole-v1 --algo $$algo --seed $$s --out runs/stability/CartPole-v1-$$algo-s$$s"; \
-	done; done | xargs -P $(JOBS) -I CMD sh -c CMD
+	done; echo "$(PEER) --keep-going --env CartPole-v1 --seed $$s --out runs/stability/CartPole-v1-sb3-ppo-s$$s"; \
+	done | xargs -P $(JOBS) -I CMD sh -c CMD
 	$(PY) report.py report runs/stability/*/experiment.json -o bench/stability.md
 	cat bench/stability.md
 

@@ -6,7 +6,8 @@ with policy_annealing.py's protocol and written in its experiment.json schema, s
 
 Protocol (the same as ours): after every PPO update, 32 sampled-action episodes on fresh seeds
 in [2^31, 2^32); a mean at or above the env's reward_threshold is confirmed on 100 more fresh
-episodes, and a confirmed crossing solves the run and stops it. Training seconds count sampling
+episodes, and a confirmed crossing solves the run and stops it (with --keep-going, training
+and evaluations go on to the budget, for `report.stays_solved`). Training seconds count sampling
 and updates only. At the end, 100 episodes sampled and 100 greedy on the same seeds.
 
 Hyperparameters: DLR-RM/rl-baselines3-zoo, hyperparams/ppo.yml at commit 22e3ff2 (2026-04-23,
@@ -111,11 +112,11 @@ class Evaluator(BaseCallback):
             self.evaluate()
 
     def _on_step(self):
-        return self.solved is None  # False stops learn(): stop when solved
+        return self.solved is None or self.args.keep_going  # False stops learn()
 
     def _on_training_end(self):
         last = self.history[-1]["env_steps"] if self.history else None
-        if self.solved is None and last != self.model.num_timesteps:
+        if (self.solved is None or self.args.keep_going) and last != self.model.num_timesteps:
             self.evaluate()
 
     def evaluate(self):
@@ -131,7 +132,7 @@ class Evaluator(BaseCallback):
             ),
             "confirm_return": None,
         }
-        if record["eval_return"] >= self.threshold:
+        if self.solved is None and record["eval_return"] >= self.threshold:
             record["confirm_return"] = float(
                 episodes(policy, args.env, args.seed, stream, 2, CONFIRM_EPISODES, False).mean()
             )
@@ -153,6 +154,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-env-steps", type=int, help="budget (default: the zoo's n_timesteps)")
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="train to the budget after a confirmed solve, evaluating (does it stay solved?)",
+    )
     args = parser.parse_args(argv)
     if args.env not in ZOO:
         print(
