@@ -130,7 +130,8 @@ def trust_region_loss(log_prob_sums: Tensor, targets: Tensor) -> Tensor:
 
 
 def value_loss(rewards: Tensor, log_probs: Tensor, values: Tensor, mask: Tensor, terminated: Tensor,
-               temperature: float, gamma: float, path_length: int = 0) -> Tensor:  # fmt: skip
+               temperature: float, gamma: float, path_length: int = 0,
+               centred: bool = False) -> Tensor:  # fmt: skip
     """Path consistency over paths of d = path_length steps (Nachum et al. 2017):
     V(s_t) = sum_{i<m} gamma^i (R_{t+i} - T log p_{t+i}) + gamma^m V(s_{t+m}), m = min(d, steps
     left); d = 0 is the whole rest of the episode, d = 1 the one-step form
@@ -141,7 +142,10 @@ def value_loss(rewards: Tensor, log_probs: Tensor, values: Tensor, mask: Tensor,
     t + m is the end of a terminated episode, the network's value otherwise (a bootstrap after
     truncation).  Mean squared residual over real steps; gradients reach both log-probs and
     values.  Zero at the soft-optimal pair (V*, pi*) of a deterministic MDP for every d: there
-    R - T log pi* = V*(s) - gamma V*(s'), which telescopes."""
+    R - T log pi* = V*(s) - gamma V*(s'), which telescopes.  centred: the log-probs' gradient
+    follows each residual minus the mean residual over the batch's real steps (the loss's value
+    and its gradient in `values` are unchanged), so a residual shared by every step, such as V
+    sitting above all the soft returns, does not push every taken log p down."""
     steps = rewards.shape[-1]
     lengths, t = mask.sum(-1, keepdim=True), torch.arange(steps)
     # index of s_{t+m}, m = end - t: (..., steps), or for d = 0 the episode's end, (..., 1)
@@ -151,7 +155,13 @@ def value_loss(rewards: Tensor, log_probs: Tensor, values: Tensor, mask: Tensor,
     end_value = torch.where((end == lengths) & terminated[..., None], 0, values.gather(-1, end))
     target = soft_return + gamma ** (end - t).clamp(min=0).to(values.dtype) * end_value
     residual = torch.where(mask, values[..., :steps] - target, 0)  # masked before squaring
-    return residual.square().sum() / mask.sum().clamp(min=1)
+    count = mask.sum().clamp(min=1)
+    # log p reaches r = V - S - bootstrap only through S = soft_return: adding 2 mean(r) sum_t S_t
+    # (value cancelled) turns log p's gradient sum_t 2 r_t dr_t into sum_t 2 (r_t - mean r) dr_t.
+    if centred:
+        moved = torch.where(mask, soft_return - soft_return.detach(), 0).sum() / count
+        return (residual.square().sum() + 2 * residual.detach().sum() * moved) / count
+    return residual.square().sum() / count
 
 
 def soft_advantages(rewards: Tensor, behaviour_log_probs: Tensor, values: Tensor, mask: Tensor,
@@ -357,7 +367,8 @@ def update_value(
     for _ in range(cfg.optim_steps):
         log_probs, values = taken_log_probs(agent, batch), agent.values(batch.observations)
         loss = value_loss(batch.rewards, log_probs, values, batch.mask, batch.terminated,
-                          temperature, cfg.gamma, cfg.path_length)  # fmt: skip
+                          temperature, cfg.gamma, cfg.path_length,
+                          centred=cfg.centre_residuals)  # fmt: skip
         first_loss = loss.item() if first_loss is None else first_loss
         optimizer_step(optim, loss, params, cfg.max_grad_norm)
     return first_loss
@@ -545,6 +556,7 @@ class Config:
     gamma: float = option(0.99, "discount (value, err)", must="in (0, 1]")
     gae_lambda: float = option(0.95, "err: GAE lambda", must="in [0, 1]")
     path_length: int = option(0, "value: steps per consistency path (0 = to the end)", must=">= 0")
+    centre_residuals: bool = option(False, "value: pi follows residuals less their batch mean")
     baseline: str = option("value", "err: GAE with V(s), or V' - mean", choices=("value", "group"))
     entropy_bonus: float = option(0.0, "err: weight of the usual H(pi) bonus (use with T = 0)")
     max_grad_norm: float = option(0.0, "gradient-norm clip, 0 = none")

@@ -451,6 +451,38 @@ def test_value_loss_lowers_every_taken_log_prob_while_v_overestimates(path_lengt
     assert (log_probs.grad[~mask] == 0).all()
 
 
+@pytest.mark.parametrize("path_length", [0, 1, 3])
+def test_centred_value_loss_leaves_v_alone_and_centres_the_residuals_over_the_batch(path_length):
+    """--centre-residuals: the loss's value and its gradient in the values are the plain loss's,
+    the log-probs' gradient is not.  With d = 0 on terminated episodes, V(s_t) sits in residual
+    t alone, so V - mean(residual) makes every residual r_t - mean(r): there the centred
+    log-prob gradient must be the plain one at V - mean(r) (the mean over the whole batch's
+    real steps, not per episode), and V + c must not move it while it moves the plain one."""
+    generator = torch.Generator().manual_seed(path_length)
+    rewards = torch.randn(3, 2, 6, generator=generator, dtype=torch.float64)
+    log_probs = (-torch.rand(3, 2, 6, generator=generator, dtype=torch.float64)).requires_grad_()
+    mask = torch.arange(6) < torch.tensor([[6, 4], [5, 6], [2, 6]])[..., None]
+    values = torch.randn(3, 2, 7, generator=generator, dtype=torch.float64).requires_grad_()
+    mixed = torch.tensor([[True, False], [True, True], [False, True]])
+
+    def gradients(values, centred, terminated=mixed):
+        loss = pa.value_loss(rewards, log_probs, values, mask, terminated, 0.3, 0.9, path_length,
+                             centred=centred)  # fmt: skip
+        return (loss, *torch.autograd.grad(loss, (log_probs, values)))
+
+    plain, centred = gradients(values, False), gradients(values, True)
+    assert torch.equal(plain[0], centred[0]) and torch.allclose(plain[2], centred[2])
+    assert not torch.allclose(plain[1], centred[1])
+    if path_length == 0:
+        every = torch.ones_like(mixed)
+        residuals = gradients(values, False, every)[2][..., :-1] * mask.sum() / 2  # 2 r_t / n
+        mean_residual = residuals[mask].mean()
+        centred = gradients(values, True, every)[1]
+        assert torch.allclose(centred, gradients(values - mean_residual, False, every)[1])
+        assert torch.allclose(centred, gradients(values + 7.0, True, every)[1])
+        assert not torch.allclose(gradients(values, False, every)[1], centred)
+
+
 # ---- ERR ---------------------------------------------------------------------------------------
 
 
