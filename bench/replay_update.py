@@ -1,14 +1,16 @@
 """Watch one update step by step.  Trains a run with any policy_annealing flags up to update --at
 N, then replays that update on a copy of the agent and its optimizer, --every K optimizer steps at
-a time: after each chunk, the copy's mean return on 32 sampled episodes (the same seeds every
-time), KL(pi_before || pi_now) over the batch's states, where in the episodes the taken
-actions' log-probabilities moved and, for `value`, where V was above or below its target.
+a time (for err, K epochs of --minibatches steps).  After each chunk: the copy's mean return on
+32 sampled episodes (the same seeds every time), KL(pi_before || pi_now) over the batch's states,
+where in the episodes the taken actions' log-probabilities moved and, for `value`, where V was
+above or below its target.
 
     python bench/replay_update.py --at 55 --algo value --seed 15        # CartPole value drop
 
-The run itself is untouched (the copy is discarded) and stops after update N.  The replay is
-exact for `value` and for `grouped` without the trust region; for `grouped --clip-eps` and `err`
-each chunk recomputes its targets or advantages, so it only approximates one update.
+The run is the one policy_annealing.py would make (schedules included) up to update N, and stops
+there.  The replay is exact for `value` and for `grouped` without the trust region; for `grouped
+--clip-eps` and `err` each chunk recomputes its targets or advantages from the moved networks, so
+it only approximates one update.
 """
 
 import argparse
@@ -24,18 +26,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import policy_annealing as pa  # noqa: E402
 import run_io  # noqa: E402
 
-WINDOWS = (0, 100, 200, 300, 400, 500)  # steps of the episode, for where log p moved
+WINDOWS = (0, 100, 200, 300, 400, 500, 1000)  # steps of the episode, for where log p moved
 
 
 def value_residuals(agent, batch, temperature, cfg):
-    """V(s_t) - target of value_loss at every step, (G, K, steps): for whole-episode paths
-    (d = 0) V(s_t) enters only its own residual, so d loss / d V(s_t) = 2 residual_t / n."""
+    """V(s_t) - target of value_loss at every real step, 0 elsewhere, (G, K, steps): for
+    whole-episode paths (d = 0) V(s_t) enters only its own residual, so d loss / d V(s_t) =
+    2 residual_t / n."""
     values = agent.values(batch.observations).detach().requires_grad_()
     log_probs = pa.taken_log_probs(agent, batch).detach()
     loss = pa.value_loss(batch.rewards, log_probs, values, batch.mask, batch.terminated,
                          temperature, cfg.gamma)  # fmt: skip
     (grad,) = torch.autograd.grad(loss, values)
-    return grad[..., :-1] * batch.mask.sum() / 2
+    return torch.where(batch.mask, grad[..., :-1] * batch.mask.sum() / 2, 0)
 
 
 def by_window(name, per_step, mask):
@@ -70,24 +73,29 @@ def main(argv: list[str]) -> None:
     ours, theirs = parser.parse_known_args(argv)
     calls = 0
 
+    class Replayed(Exception):  # stops the run right after the replay
+        pass
+
     def watch(update):
         def wrapped(agent, optimizer, batch, temperature, cfg, rng):
             nonlocal calls
             calls += 1
             if calls == ours.at:
-                replay(update, agent, optimizer, batch, temperature, cfg)
+                replay(update, agent, optimizer, batch, temperature, cfg, rng)
+                raise Replayed
             return update(agent, optimizer, batch, temperature, cfg, rng)
 
         return wrapped
 
-    def replay(update, agent, optimizer, batch, temperature, cfg):
+    def replay(update, agent, optimizer, batch, temperature, cfg, run_rng):
         agent, optimizer = copy.deepcopy((agent, optimizer))  # one memo: the optimizer follows
         envs, states = run_io.make_envs(cfg, 32), batch.observations[..., :-1, :]
         with torch.no_grad():
             before = agent.log_probs(states)
         print(f"update {ours.at}: batch returns {batch.returns.flatten().tolist()}")
         report(agent, before, batch, temperature, cfg, envs, 0)
-        rng = torch.Generator().manual_seed(cfg.seed)
+        rng = torch.Generator()
+        rng.set_state(run_rng.get_state())  # err: the minibatch orders the update would draw
         for done in range(0, cfg.optim_steps, ours.every):
             chunk = dataclasses.replace(cfg, optim_steps=min(ours.every, cfg.optim_steps - done))
             update(agent, optimizer, batch, temperature, chunk, rng)
@@ -97,8 +105,11 @@ def main(argv: list[str]) -> None:
         pa.UPDATES[algo] = watch(update)
     with tempfile.TemporaryDirectory() as out:
         args = pa.build_parser().parse_args([*theirs, "--quiet", "--out", out])
-        cfg = dataclasses.replace(pa.config_from_args(args), iterations=ours.at)
-        pa.train(cfg, Path(out))
+        try:
+            pa.train(pa.config_from_args(args), Path(out))
+        except Replayed:
+            return
+    print(f"the run ended before update {ours.at}; nothing replayed")
 
 
 if __name__ == "__main__":
