@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from update_kl import state_kl  # noqa: E402  (bench/, this script's folder)
+
 import policy_annealing as pa  # noqa: E402
 import run_io  # noqa: E402
 
@@ -57,7 +59,7 @@ def report(agent, before, batch, temperature, cfg, envs, steps):
     with torch.no_grad():
         after = agent.log_probs(batch.observations[..., :-1, :])
         taken = after.gather(-1, batch.actions[..., None]).squeeze(-1) - batch.log_probs
-    kl = (before.exp() * (before - after)).sum(-1)[batch.mask]
+    kl = state_kl(before, after)[batch.mask]
     returns, _ = pa.evaluate(agent, envs, cfg, stream=10**6)
     print(f"after {steps:3d} steps: eval {returns.mean():6.1f}, KL mean {kl.mean():.4f} max "
           f"{kl.max():.3f}")  # fmt: skip

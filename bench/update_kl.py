@@ -20,10 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import policy_annealing as pa  # noqa: E402
 
 
+def state_kl(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """KL(pi_before || pi_after) at every state, from log-probs. (..., A) twice -> (...)."""
+    return (before.exp() * (before - after)).sum(-1)
+
+
 def mean_kl(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor) -> float:
     """KL(pi_before || pi_after) over real steps. (G, K, steps, A) twice, mask (G, K, steps)."""
-    kl = (before.exp() * (before - after)).sum(-1)
-    return float(kl[mask].mean())
+    return float(state_kl(before, after)[mask].mean())
 
 
 def main(argv: list[str]) -> None:
