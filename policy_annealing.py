@@ -641,6 +641,8 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"--group-size must be >= 2 to compare episodes, got {cfg.group_size}")
     if cfg.confirm_episodes < cfg.eval_episodes:
         raise UserError("--confirm-episodes must be >= --eval-episodes to confirm an evaluation")
+    if cfg.centre_residuals and cfg.algo != "value":
+        raise UserError(f"--centre-residuals changes --algo value only; drop it for {cfg.algo}")
     if cfg.algo == "err" and cfg.clip_eps == 0:
         raise UserError("--algo err needs --clip-eps > 0 (the PPO ratio clip, e.g. 0.2)")
     if cfg.validate and not cfg.load_model:

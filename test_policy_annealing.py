@@ -453,34 +453,45 @@ def test_value_loss_lowers_every_taken_log_prob_while_v_overestimates(path_lengt
 
 @pytest.mark.parametrize("path_length", [0, 1, 3])
 def test_centred_value_loss_leaves_v_alone_and_centres_the_residuals_over_the_batch(path_length):
-    """--centre-residuals: the loss's value and its gradient in the values are the plain loss's,
-    the log-probs' gradient is not.  With d = 0 on terminated episodes, V(s_t) sits in residual
-    t alone, so V - mean(residual) makes every residual r_t - mean(r): there the centred
-    log-prob gradient must be the plain one at V - mean(r) (the mean over the whole batch's
-    real steps, not per episode), and V + c must not move it while it moves the plain one."""
+    """--centre-residuals: the loss's value and its gradient in the values are the plain loss's
+    (bitwise), and the log-probs' gradient is sum_t 2 (r_t - mean r) dr_t / n, the mean over the
+    whole batch's real steps (not per episode), with r_t built by a loop over real steps as in
+    test_value_loss_matches_a_step_by_step_path_consistency.  Padded log-probs hold nan."""
     generator = torch.Generator().manual_seed(path_length)
     rewards = torch.randn(3, 2, 6, generator=generator, dtype=torch.float64)
-    log_probs = (-torch.rand(3, 2, 6, generator=generator, dtype=torch.float64)).requires_grad_()
-    mask = torch.arange(6) < torch.tensor([[6, 4], [5, 6], [2, 6]])[..., None]
+    lengths = torch.tensor([[6, 4], [5, 6], [2, 6]])
+    mask = torch.arange(6) < lengths[..., None]
+    log_probs = -torch.rand(3, 2, 6, generator=generator, dtype=torch.float64)
+    log_probs = torch.where(mask, log_probs, torch.nan).requires_grad_()
     values = torch.randn(3, 2, 7, generator=generator, dtype=torch.float64).requires_grad_()
-    mixed = torch.tensor([[True, False], [True, True], [False, True]])
+    terminated = torch.tensor([[True, False], [True, True], [False, True]])
+    temperature, gamma = 0.3, 0.9
 
-    def gradients(values, centred, terminated=mixed):
-        loss = pa.value_loss(rewards, log_probs, values, mask, terminated, 0.3, 0.9, path_length,
-                             centred=centred)  # fmt: skip
+    def loss_and_gradients(centred):
+        loss = pa.value_loss(rewards, log_probs, values, mask, terminated, temperature, gamma,
+                             path_length, centred=centred)  # fmt: skip
         return (loss, *torch.autograd.grad(loss, (log_probs, values)))
 
-    plain, centred = gradients(values, False), gradients(values, True)
-    assert torch.equal(plain[0], centred[0]) and torch.allclose(plain[2], centred[2])
+    residuals = []
+    for g, k in np.ndindex(3, 2):
+        length = int(lengths[g, k])
+        for t in range(length):
+            m = min(path_length or length, length - t)
+            end = 0.0 if (t + m == length and terminated[g, k]) else values[g, k, t + m]
+            soft = sum(gamma**i * (rewards[g, k, t + i] - temperature * log_probs[g, k, t + i])
+                       for i in range(m))  # fmt: skip
+            residuals.append(values[g, k, t] - soft - gamma**m * end)
+    residuals = torch.stack(residuals)
+    # d/dlogp of sum (r - mean r)^2 / n is sum 2 (r_t - mean r)(dr_t - d mean r) / n, and the
+    # second part vanishes because the centred residuals sum to 0.
+    wanted = torch.autograd.grad((residuals - residuals.mean()).square().mean(), log_probs)[0]
+    plain, centred = loss_and_gradients(False), loss_and_gradients(True)
+    assert torch.equal(plain[0], centred[0]) and torch.equal(plain[2], centred[2])
+    assert torch.allclose(centred[1], wanted, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(plain[1], centred[1])
-    if path_length == 0:
-        every = torch.ones_like(mixed)
-        residuals = gradients(values, False, every)[2][..., :-1] * mask.sum() / 2  # 2 r_t / n
-        mean_residual = residuals[mask].mean()
-        centred = gradients(values, True, every)[1]
-        assert torch.allclose(centred, gradients(values - mean_residual, False, every)[1])
-        assert torch.allclose(centred, gradients(values + 7.0, True, every)[1])
-        assert not torch.allclose(gradients(values, False, every)[1], centred)
+    assert torch.isfinite(centred[0]) and torch.equal(
+        centred[1][~mask], torch.zeros_like(wanted[~mask])
+    )
 
 
 # ---- ERR ---------------------------------------------------------------------------------------
@@ -1031,6 +1042,7 @@ def test_every_option_is_one_config_field_with_one_flag_and_its_help():
         (["--algo", "grouped", "--temp-start", "0", "--temp-end", "0"], "needs a temperature > 0"),
         (["--algo", "grouped", "--group-size", "1"], "--group-size must be >= 2"),
         (["--algo", "value", "--path-length", "-1"], "--path-length must be >= 0"),
+        (["--algo", "err", "--centre-residuals"], "changes --algo value only"),
         (["--iterations", "two"], "invalid int value"),
         (["--validate"], "add --load-model"),
         (["--env", "Tree-v0", "--render", "video"], "cannot --render video"),

@@ -8,9 +8,11 @@ above or below its target.
     python bench/replay_update.py --at 55 --algo value --seed 15        # CartPole value drop
 
 The run is the one policy_annealing.py would make (schedules included) up to update N, and stops
-there.  The replay is exact for `value` and for `grouped` without the trust region; for `grouped
---clip-eps` and `err` each chunk recomputes its targets or advantages from the moved networks, so
-it only approximates one update.
+there.  The replay is exact for `value`, for `grouped` without the trust region and for `err
+--baseline group`.  `err` with V recomputes its advantages from the moved V in each chunk, an
+approximation.  `grouped --clip-eps` (LunarLander's default) is not the run's update at all: each
+chunk recomputes the targets with a fresh budget of clip_eps nats a step, so the replay may move
+up to (steps / K) times as far as the update did.
 """
 
 import argparse
@@ -28,7 +30,7 @@ from update_kl import state_kl  # noqa: E402  (bench/, this script's folder)
 import policy_annealing as pa  # noqa: E402
 import run_io  # noqa: E402
 
-WINDOWS = (0, 100, 200, 300, 400, 500, 1000)  # steps of the episode, for where log p moved
+WINDOWS = (0, 100, 200, 300, 400, 500, 1000)  # episode steps, for where log p moved (not > 1000)
 
 
 def value_residuals(agent, batch, temperature, cfg):
@@ -61,7 +63,8 @@ def report(agent, before, batch, temperature, cfg, envs, steps):
         taken = after.gather(-1, batch.actions[..., None]).squeeze(-1) - batch.log_probs
     kl = state_kl(before, after)[batch.mask]
     returns, _ = pa.evaluate(agent, envs, cfg, stream=10**6)
-    print(f"after {steps:3d} steps: eval {returns.mean():6.1f}, KL mean {kl.mean():.4f} max "
+    unit = "epochs" if cfg.algo == "err" else "steps"
+    print(f"after {steps:3d} {unit}: eval {returns.mean():6.1f}, KL mean {kl.mean():.4f} max "
           f"{kl.max():.3f}")  # fmt: skip
     by_window("change of log p(taken)", taken, batch.mask)
     if cfg.algo == "value" and cfg.path_length == 0:
@@ -71,7 +74,9 @@ def report(agent, before, batch, temperature, cfg, envs, steps):
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--at", type=int, required=True, help="the update to replay (1-based)")
-    parser.add_argument("--every", type=int, default=10, help="optimizer steps per chunk")
+    parser.add_argument(
+        "--every", type=int, default=10, help="optimizer steps (err: epochs) per chunk"
+    )
     ours, theirs = parser.parse_known_args(argv)
     calls = 0
 
