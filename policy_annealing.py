@@ -362,10 +362,15 @@ def update_grouped(
 def update_value(
     agent: Agent, optim: Optimizer, batch: Batch, temperature: float, cfg: Config, rng: Generator
 ) -> float:
-    """--optim-steps full-batch steps on value_loss, policy and value networks together."""
+    """--optim-steps full-batch steps on value_loss.  V takes every step; the policy only the last
+    --policy-steps of them (0: every step), so that V first absorbs the part of the residuals
+    that is its own error, and the policy then moves by a few steps, not by a full fit."""
     params, first_loss = list(agent.parameters()), None
-    for _ in range(cfg.optim_steps):
+    v_alone = cfg.optim_steps - cfg.policy_steps if cfg.policy_steps else 0
+    for step in range(cfg.optim_steps):
         log_probs, values = taken_log_probs(agent, batch), agent.values(batch.observations)
+        if step < v_alone:  # no gradient reaches the policy: Adam skips it, state untouched
+            log_probs = log_probs.detach()
         loss = value_loss(batch.rewards, log_probs, values, batch.mask, batch.terminated,
                           temperature, cfg.gamma, cfg.path_length,
                           centred=cfg.centre_residuals)  # fmt: skip
@@ -548,6 +553,7 @@ class Config:
     minibatches: int = option(4, "err: minibatches per epoch")
     lr: float = option(3e-3, "Adam learning rate (V: see --value-lr)", must="a positive number")
     value_lr: float = option(0.0, "Adam learning rate of V, PCL's eta_v (0: --lr)")
+    policy_steps: int = option(0, "value: the policy takes the last N steps (0: all)", must=">= 0")
     lr_decay: bool = option(False, "decay the learning rate linearly to 0 over --iterations")
     temp_start: float = option(0.5, "temperature T at the first iteration")
     temp_end: float = option(0.5, "T at the last iteration (exponential schedule)")
@@ -641,8 +647,10 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"--group-size must be >= 2 to compare episodes, got {cfg.group_size}")
     if cfg.confirm_episodes < cfg.eval_episodes:
         raise UserError("--confirm-episodes must be >= --eval-episodes to confirm an evaluation")
-    if cfg.centre_residuals and cfg.algo != "value":
-        raise UserError(f"--centre-residuals changes --algo value only; drop it for {cfg.algo}")
+    for name in ("policy_steps", "centre_residuals"):  # options of --algo value alone
+        if getattr(cfg, name) and cfg.algo != "value":
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} changes --algo value only; drop it for --algo {cfg.algo}")
     if cfg.algo == "err" and cfg.clip_eps == 0:
         raise UserError("--algo err needs --clip-eps > 0 (the PPO ratio clip, e.g. 0.2)")
     if cfg.validate and not cfg.load_model:

@@ -668,6 +668,37 @@ def test_normalizer_merge_equals_pooled_mean_and_variance(chunks, seed):
     assert np.allclose(normalizer.var.numpy(), pooled.var(0), rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("policy_steps", [0, 1, 3])
+def test_value_policy_steps_move_v_every_step_and_the_policy_in_the_last_ones(policy_steps):
+    """--policy-steps K of N: V takes all N steps, the policy only the last K (Adam's per-parameter
+    step counts), and the update is N explicit steps of which the first N - K see detached
+    log-probs, so the order (V alone first) is checked too.  K = 0 means every step."""
+    agent = pa.Agent(4, 2, 16, True, True, seed=1)
+    envs = [gym.make("CartPole-v1") for _ in range(4)]
+    batch = pa.sample_episodes(envs, agent, [1, 2], 2, torch.Generator().manual_seed(0))
+    cfg = config(algo="value", optim_steps=3, policy_steps=policy_steps)
+
+    def fresh():
+        copy = pa.Agent(4, 2, 16, True, True, seed=1)
+        nets = [copy.policy.parameters(), copy.value.parameters()]
+        return copy, torch.optim.Adam([dict(params=params, lr=1e-2) for params in nets])
+
+    moved, optimizer = fresh()
+    pa.update_value(moved, optimizer, batch, 0.5, cfg, None)
+    first = [next(moved.policy.parameters()), next(moved.value.parameters())]
+    assert [int(optimizer.state[p]["step"]) for p in first] == [policy_steps or 3, 3]
+    expected, expected_optimizer = fresh()
+    for step in range(3):
+        log_probs = pa.taken_log_probs(expected, batch)
+        log_probs = log_probs.detach() if step < 3 - (policy_steps or 3) else log_probs
+        values = expected.values(batch.observations)
+        loss = pa.value_loss(batch.rewards, log_probs, values, batch.mask, batch.terminated,
+                             0.5, cfg.gamma)  # fmt: skip
+        pa.optimizer_step(expected_optimizer, loss, list(expected.parameters()), 0.0)
+    for got, wanted in zip(moved.parameters(), expected.parameters(), strict=True):
+        assert torch.equal(got, wanted)
+
+
 @pytest.mark.parametrize("algo", ["grouped", "value", "err"])
 def test_update_starts_from_the_behaviour_log_probs(tmp_path, monkeypatch, algo):
     """After the first update the normaliser holds real statistics; the next batch's behaviour
@@ -1043,6 +1074,7 @@ def test_every_option_is_one_config_field_with_one_flag_and_its_help():
         (["--algo", "grouped", "--group-size", "1"], "--group-size must be >= 2"),
         (["--algo", "value", "--path-length", "-1"], "--path-length must be >= 0"),
         (["--algo", "err", "--centre-residuals"], "changes --algo value only"),
+        (["--algo", "grouped", "--policy-steps", "5"], "--policy-steps changes --algo value"),
         (["--iterations", "two"], "invalid int value"),
         (["--validate"], "add --load-model"),
         (["--env", "Tree-v0", "--render", "video"], "cannot --render video"),
