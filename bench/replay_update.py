@@ -5,7 +5,8 @@ a time (for err, K epochs of --minibatches steps).  After each chunk: the copy's
 where in the episodes the taken actions' log-probabilities moved and, for `value`, where V was
 above or below its target.
 
-    python bench/replay_update.py --at 55 --algo value --seed 15        # CartPole value drop
+    # a CartPole value drop under the previous default (50 joint steps, lr 3e-3 for both):
+    python bench/replay_update.py --at 55 --algo value --seed 15 --policy-steps 0 --lr 3e-3
 
 The run is the one policy_annealing.py would make (schedules included) up to update N, and stops
 there.  The replay is exact for `value`, for `grouped` without the trust region and for `err
@@ -103,10 +104,19 @@ def main(argv: list[str]) -> None:
         report(agent, before, batch, temperature, cfg, envs, 0)
         rng = torch.Generator()
         rng.set_state(run_rng.get_state())  # err: the minibatch orders the update would draw
+        # value --policy-steps K: the first steps move V alone. A chunk cannot say so through
+        # cfg, so those steps run with the policy's parameters out of autograd (the same as the
+        # update's detach: no gradient, Adam skips them), split at the boundary.
+        v_alone = cfg.optim_steps - cfg.policy_steps if cfg.policy_steps else 0
         for done in range(0, cfg.optim_steps, ours.every):
-            chunk = dataclasses.replace(cfg, optim_steps=min(ours.every, cfg.optim_steps - done))
-            update(agent, optimizer, batch, temperature, chunk, rng)
-            report(agent, before, batch, temperature, cfg, envs, done + chunk.optim_steps)
+            end = min(done + ours.every, cfg.optim_steps)
+            for start, stop in ((done, max(done, min(end, v_alone))), (max(done, v_alone), end)):
+                agent.policy.requires_grad_(stop > v_alone)
+                chunk = dataclasses.replace(cfg, optim_steps=stop - start, policy_steps=0)
+                if stop > start:
+                    update(agent, optimizer, batch, temperature, chunk, rng)
+            agent.policy.requires_grad_(True)
+            report(agent, before, batch, temperature, cfg, envs, end)
 
     for algo, update in list(pa.UPDATES.items()):
         pa.UPDATES[algo] = watch(update)
