@@ -499,17 +499,11 @@ def train(cfg: Config, run_dir: Path) -> dict:
             wall_time = run.state["wall_time"] + time.perf_counter() - start
             # train_return, loss and entropy describe the batch sampled *before* this update;
             # eval_return and confirm_return the policy *after* it.
-            record = {
-                "iteration": iteration + 1,
-                "env_steps": run.state["env_steps"] + int(batch.mask.sum()),
-                "wall_time": round(wall_time, 4),
-                "train_return": float(batch.returns.mean()),
-                "eval_return": None,
-                "confirm_return": None,
-                "temperature": temperature,
-                "loss": loss,
-                "entropy": batch.mean_entropy,
-            }
+            env_steps = run.state["env_steps"] + int(batch.mask.sum())
+            record = dict(iteration=iteration + 1, env_steps=env_steps,
+                          wall_time=round(wall_time, 4), train_return=float(batch.returns.mean()),
+                          eval_return=None, confirm_return=None, temperature=temperature,
+                          loss=loss, entropy=batch.mean_entropy)  # fmt: skip
             if (iteration + 1) % cfg.eval_every == 0 or iteration + 1 == cfg.iterations:
                 returns, _ = evaluate(agent, eval_envs, cfg, iteration + 1)
                 record["eval_return"] = float(returns.mean())
