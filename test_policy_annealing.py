@@ -374,20 +374,13 @@ def test_value_loss_positive_off_optimum(
     assert loss > 1e-6 * min(1, temperature) ** 2
 
 
-@SETTINGS
-@given(st.integers(0, 2**32 - 1), st.floats(0.5, 1), temperatures, st.integers(0, 10))
-def test_value_loss_matches_a_step_by_step_path_consistency(seed, gamma, temperature, d):
-    """Random (off-optimum) inputs against a loop over t of
-    V(s_t) - sum_{i<m} gamma^i (R - T log p)_{t+i} - gamma^m V(s_{t+m}), m = min(d, steps left),
-    V(s_{t+m}) = 0 at the end of a terminated episode; d = 0 runs to the end."""
-    rng = np.random.default_rng(seed)
-    count, steps = 6, 7
-    lengths = rng.integers(1, steps + 1, count)
-    mask = torch.as_tensor(np.arange(steps) < lengths[:, None])
-    rewards, values = rng.normal(size=(count, steps)), rng.normal(size=(count, steps + 1))
-    log_probs, terminated = -rng.exponential(size=(count, steps)), rng.random(count) < 0.5
+def step_by_step_residuals(rewards, log_probs, values, lengths, terminated, temperature, gamma, d):
+    """A loop over episodes i and real steps t of V(s_t) - sum_{i<m} gamma^i (R - T log p)_{t+i}
+    - gamma^m V(s_{t+m}), m = min(d, steps left), V(s_{t+m}) = 0 at the end of a terminated
+    episode; d = 0 runs to the end.  Inputs indexed [episode, step] (numpy or torch, the latter
+    keeping autograd); one residual per real step, in order."""
     residuals = []
-    for i, length in enumerate(lengths):
+    for i, length in enumerate(int(length) for length in lengths):
         for t in range(length):
             m = min(d or length, length - t)
             end_value = 0.0 if (t + m == length and terminated[i]) else values[i, t + m]
@@ -395,6 +388,22 @@ def test_value_loss_matches_a_step_by_step_path_consistency(seed, gamma, tempera
                 gamma**k * (rewards[i, t + k] - temperature * log_probs[i, t + k]) for k in range(m)
             )
             residuals.append(values[i, t] - soft - gamma**m * end_value)
+    return residuals
+
+
+@SETTINGS
+@given(st.integers(0, 2**32 - 1), st.floats(0.5, 1), temperatures, st.integers(0, 10))
+def test_value_loss_matches_a_step_by_step_path_consistency(seed, gamma, temperature, d):
+    """Random (off-optimum) inputs against step_by_step_residuals."""
+    rng = np.random.default_rng(seed)
+    count, steps = 6, 7
+    lengths = rng.integers(1, steps + 1, count)
+    mask = torch.as_tensor(np.arange(steps) < lengths[:, None])
+    rewards, values = rng.normal(size=(count, steps)), rng.normal(size=(count, steps + 1))
+    log_probs, terminated = -rng.exponential(size=(count, steps)), rng.random(count) < 0.5
+    residuals = step_by_step_residuals(
+        rewards, log_probs, values, lengths, terminated, temperature, gamma, d
+    )
     loss = pa.value_loss(
         torch.as_tensor(rewards),
         torch.as_tensor(log_probs),
@@ -455,8 +464,8 @@ def test_value_loss_lowers_every_taken_log_prob_while_v_overestimates(path_lengt
 def test_centred_value_loss_leaves_v_alone_and_centres_the_residuals_over_the_batch(path_length):
     """--centre-residuals: the loss's value and its gradient in the values are the plain loss's
     (bitwise), and the log-probs' gradient is sum_t 2 (r_t - mean r) dr_t / n, the mean over the
-    whole batch's real steps (not per episode), with r_t built by a loop over real steps as in
-    test_value_loss_matches_a_step_by_step_path_consistency.  Padded log-probs hold nan."""
+    whole batch's real steps (not per episode), with r_t from step_by_step_residuals.  Padded
+    log-probs hold nan."""
     generator = torch.Generator().manual_seed(path_length)
     rewards = torch.randn(3, 2, 6, generator=generator, dtype=torch.float64)
     lengths = torch.tensor([[6, 4], [5, 6], [2, 6]])
@@ -472,16 +481,12 @@ def test_centred_value_loss_leaves_v_alone_and_centres_the_residuals_over_the_ba
                              path_length, centred=centred)  # fmt: skip
         return (loss, *torch.autograd.grad(loss, (log_probs, values)))
 
-    residuals = []
-    for g, k in np.ndindex(3, 2):
-        length = int(lengths[g, k])
-        for t in range(length):
-            m = min(path_length or length, length - t)
-            end = 0.0 if (t + m == length and terminated[g, k]) else values[g, k, t + m]
-            soft = sum(gamma**i * (rewards[g, k, t + i] - temperature * log_probs[g, k, t + i])
-                       for i in range(m))  # fmt: skip
-            residuals.append(values[g, k, t] - soft - gamma**m * end)
-    residuals = torch.stack(residuals)
+    episodes = [x.reshape(6, -1) for x in (rewards, log_probs, values)]  # views: autograd kept
+    residuals = torch.stack(
+        step_by_step_residuals(
+            *episodes, lengths.flatten(), terminated.flatten(), temperature, gamma, path_length
+        )  # fmt: skip
+    )
     # d/dlogp of sum (r - mean r)^2 / n is sum 2 (r_t - mean r)(dr_t - d mean r) / n, and the
     # second part vanishes because the centred residuals sum to 0.
     wanted = torch.autograd.grad((residuals - residuals.mean()).square().mean(), log_probs)[0]
