@@ -110,10 +110,11 @@ def main(argv: list[str]) -> None:
         v_alone = cfg.optim_steps - cfg.policy_steps if cfg.policy_steps else 0
         for done in range(0, cfg.optim_steps, ours.every):
             end = min(done + ours.every, cfg.optim_steps)
-            for start, stop in ((done, max(done, min(end, v_alone))), (max(done, v_alone), end)):
-                agent.policy.requires_grad_(stop > v_alone)
-                chunk = dataclasses.replace(cfg, optim_steps=stop - start, policy_steps=0)
+            split = min(max(v_alone, done), end)  # steps before it move V alone
+            for start, stop in ((done, split), (split, end)):
                 if stop > start:
+                    agent.policy.requires_grad_(start >= v_alone)
+                    chunk = dataclasses.replace(cfg, optim_steps=stop - start, policy_steps=0)
                     update(agent, optimizer, batch, temperature, chunk, rng)
             agent.policy.requires_grad_(True)
             report(agent, before, batch, temperature, cfg, envs, end)
