@@ -1,12 +1,13 @@
-"""Watch one update step by step.  Trains a run with any policy_annealing flags up to update --at
+r"""Watch one update step by step.  Trains a run with any policy_annealing flags up to update --at
 N, then replays that update on a copy of the agent and its optimizer, --every K optimizer steps at
 a time (for err, K epochs of --minibatches steps).  After each chunk: the copy's mean return on
 32 sampled episodes (the same seeds every time), KL(pi_before || pi_now) over the batch's states,
 where in the episodes the taken actions' log-probabilities moved and, for `value`, where V was
 above or below its target.
 
-    # a CartPole value drop under the previous default (50 joint steps, lr 3e-3 for both):
-    python bench/replay_update.py --at 55 --algo value --seed 15 --policy-steps 0 --lr 3e-3
+    # a CartPole value drop under the previous default (50 joint steps, lr 3e-3 for both, T 0.5):
+    python bench/replay_update.py --at 55 --algo value --seed 15 --policy-steps 0 --lr 3e-3 \
+        --temp-start 0.5 --temp-end 0.5
 
 The run is the one policy_annealing.py would make (schedules included) up to update N, and stops
 there.  The replay is exact for `value`, for `grouped` without the trust region and for `err
