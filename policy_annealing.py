@@ -425,11 +425,34 @@ def make_agent(cfg: Config, env: gym.Env, with_value: bool) -> Agent:
     return Agent(obs_dim, num_actions, cfg.hidden, with_value, cfg.obs_norm, seed=cfg.seed)
 
 
-def temperature_at(cfg: Config, iteration: int) -> float:
-    """Exponential schedule temp_start -> temp_end over the run (constant when they are equal)."""
-    if cfg.temp_start == cfg.temp_end or cfg.iterations <= 1:
+def schedule_clock(cfg: Config) -> tuple[str, float]:
+    """The budget the schedules run over: the first set of --max-env-steps, --max-minutes and
+    --iterations (see budget_progress)."""
+    budgets = [(name, getattr(cfg, name)) for name in ("max_env_steps", "max_minutes")]
+    return next(((name, value) for name, value in budgets if value), ("iterations", cfg.iterations))
+
+
+def budget_progress(cfg: Config, state: dict) -> float:
+    """How far through its budget a run is when an iteration starts, in [0, 1]: env steps under
+    --max-env-steps, training seconds under --max-minutes alone, iterations otherwise (the last
+    one at 1).  The schedules follow it, so they end where the run ends, not at an --iterations
+    that a step budget never reaches.  Env steps and iterations keep a seed's run reproducible;
+    a minutes-only budget does not (the schedule then follows the clock)."""
+    name, budget = schedule_clock(cfg)  # state: the run's iteration, env_steps and wall_time
+    if name == "max_env_steps":
+        return min(state["env_steps"] / budget, 1.0)
+    if name == "max_minutes":
+        return min(state["wall_time"] / (60 * budget), 1.0)
+    return state["iteration"] / (budget - 1) if budget > 1 else 1.0
+
+
+def temperature_at(cfg: Config, progress: float) -> float:
+    """Geometric schedule temp_start -> temp_end (constant when they are equal).  Geometric: the
+    law's sharpness goes with 1/T, so each factor of T (0.5 -> 0.05 is one factor of 10) gets an
+    equal share of the budget; a linear schedule would spend 90 % of it above the last decade."""
+    if cfg.temp_start == cfg.temp_end:
         return cfg.temp_start
-    return cfg.temp_start * (cfg.temp_end / cfg.temp_start) ** (iteration / (cfg.iterations - 1))
+    return cfg.temp_start * (cfg.temp_end / cfg.temp_start) ** progress
 
 
 def evaluate(agent: Agent, envs: list[gym.Env], cfg: Config, stream: int, greedy: bool = False,
@@ -489,10 +512,11 @@ def train(cfg: Config, run_dir: Path) -> dict:
             if run.budget_spent():  # --max-env-steps or --max-minutes
                 break
             iteration, start = run.state["iteration"], time.perf_counter()
-            temperature = temperature_at(cfg, iteration)
+            progress = budget_progress(cfg, run.state)
+            temperature = temperature_at(cfg, progress)
             if cfg.lr_decay:  # linear to 0: Adam's steps stay ~lr near the optimum otherwise
                 for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-                    group["lr"] = lr * (1 - iteration / cfg.iterations)
+                    group["lr"] = lr * (1 - progress)
             seeds = seed_rng.integers(0, 2**31, cfg.num_groups if cfg.seed_groups else len(envs))
             batch = sample_episodes(envs, agent, seeds, cfg.group_size, action_generator)
             loss = UPDATES[cfg.algo](agent, optimizer, batch, temperature, cfg, action_generator)
@@ -552,9 +576,9 @@ class Config:
     policy_steps: int = option(
         0, "value: pi joins V in the last N steps only (0: all)", must=">= 0"
     )
-    lr_decay: bool = option(False, "decay the learning rate linearly to 0 over --iterations")
+    lr_decay: bool = option(False, "decay the learning rate linearly to 0 at the run's budget")
     temp_start: float = option(0.5, "temperature T at the first iteration")
-    temp_end: float = option(0.5, "T at the last iteration (exponential schedule)")
+    temp_end: float = option(0.5, "T at the run's budget (geometric schedule, see budget_progress)")
     # 0.05 nats per step (grouped): neither collapse nor stall, see trust_region_targets
     clip_eps: float = option(0.05, "grouped: trust region, nats per step (0: off); err: PPO clip")
     gamma: float = option(0.99, "discount (value, err)", must="in (0, 1]")
@@ -691,7 +715,17 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     given = {name: value for name, value in vars(args).items() if value is not None}
     if given.get("resume"):  # the run's own config; only how long and how shown may change
-        cfg = Config(**run_io.resumed_config(given, [f.name for f in dataclasses.fields(Config)]))
+        names = [field.name for field in dataclasses.fields(Config)]
+        saved = Config(**run_io.resumed_config({"resume": given["resume"]}, names))
+        cfg = Config(**run_io.resumed_config(given, names))
+        if schedule_clock(cfg) != schedule_clock(saved) and (
+            cfg.temp_start != cfg.temp_end or cfg.lr_decay
+        ):
+            flag, value = schedule_clock(saved)
+            raise UserError(
+                f"--resume {cfg.resume}: its schedules run over --{flag.replace('_', '-')} "
+                f"{value}, and a new budget would bend them; resume without it, or start a new run"
+            )
     else:
         env, algo = given.get("env", Config.env), given.get("algo", Config.algo)
         cfg = Config(**{**defaults_for(env, algo), **given})
