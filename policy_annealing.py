@@ -252,6 +252,15 @@ class Agent(nn.Module):
     def values(self, obs: Tensor) -> Tensor:  # (..., obs_dim) -> (...)
         return self.value(self.normalizer(obs)).squeeze(-1)
 
+    @torch.inference_mode()
+    def act(self, obs, greedy: bool = False, generator: Generator | None = None) -> int:
+        """One action for one observation (normalised as in training): sampled, or the most
+        probable with greedy=True."""
+        log_pi = self.log_probs(torch.as_tensor(np.asarray(obs), dtype=torch.float32))
+        if greedy:
+            return int(log_pi.argmax())
+        return int(torch.multinomial(log_pi.exp(), 1, generator=generator))
+
 
 @dataclasses.dataclass
 class Batch:
@@ -286,7 +295,6 @@ def sample_episodes(envs: list[gym.Env], agent: Agent, seeds: np.ndarray | list[
     terminated, ended, running = [False] * count, [False] * count, list(range(count))
     with torch.inference_mode():  # no autograd bookkeeping while stepping
         while running:
-            run_io.check_stop()
             obs = torch.as_tensor(np.stack([observations[i][-1] for i in running]))
             log_pi = agent.log_probs(obs.float())
             if greedy:
@@ -328,7 +336,6 @@ def taken_log_probs(agent: Agent, batch: Batch) -> Tensor:
 
 
 def optimizer_step(optimizer: Optimizer, loss: Tensor, params: list, max_grad_norm: float) -> None:
-    run_io.check_stop()
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss became {loss.item()}")
     optimizer.zero_grad(set_to_none=True)  # None, not 0: Adam skips a parameter with no grad
@@ -346,9 +353,9 @@ def update_grouped(
     with torch.no_grad():
         log_probs = taken_log_probs(agent, batch)
         first_loss, targets = grouped_loss(rewards, log_probs, mask, temperature).item(), None
-        if cfg.clip_eps:  # the trust region: targets fixed for the whole batch
+        if cfg.trust_region:  # targets fixed for the whole batch
             sums, returns, lengths = masked_sum(log_probs, mask), batch.returns, mask.sum(-1)
-            targets = trust_region_targets(sums, returns, lengths, temperature, cfg.clip_eps)
+            targets = trust_region_targets(sums, returns, lengths, temperature, cfg.trust_region)
     for _ in range(cfg.optim_steps):
         log_probs = taken_log_probs(agent, batch)
         if targets is None:
@@ -406,7 +413,7 @@ def update_err(
         for idx in torch.randperm(len(actions), generator=rng).chunk(cfg.minibatches):
             log_pi = agent.log_probs(obs[idx])
             log_probs = log_pi.gather(-1, actions[idx, None]).squeeze(-1)
-            loss = clipped_policy_loss(log_probs, old_log_probs[idx], advantages[idx], cfg.clip_eps)
+            loss = clipped_policy_loss(log_probs, old_log_probs[idx], advantages[idx], cfg.ppo_clip)
             if soft_returns is not None:
                 loss = loss + 0.5 * (agent.values(obs[idx]) - soft_returns[idx]).square().mean()
             if cfg.entropy_bonus:
@@ -487,9 +494,28 @@ def final_evaluation(agent: Agent, cfg: Config) -> dict:
     return result
 
 
-def train(cfg: Config, run_dir: Path) -> dict:
+def validate(cfg: Config) -> np.ndarray:
+    """--validate: the greedy returns of the policy in --load-model (and the exact KL to the law
+    at --temp-start on an enumerable env), printed; nothing is trained or written but, with
+    --render video, the first episode's video beside the checkpoint."""
+    agent = make_agent(cfg, run_io.make_env(cfg), with_value=False)
+    saved = run_io.load_checkpoint(cfg.load_model, shapes=run_io.shapes_of(agent.state_dict()))
+    agent.load_state_dict(saved["agent"], strict=False)  # a value net, if any, is not needed
+    envs = run_io.make_envs(cfg, cfg.eval_episodes, Path(cfg.load_model).parent / "validate")
+    returns, _ = evaluate(agent, envs, cfg, 0, greedy=True)
+    envs[0].close()  # with --render video, this saves the video
+    exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
+    kl = exact_kl(agent, cfg.temp_start) if exact_kl and cfg.temp_start > 0 else None
+    run_io.print_validation(cfg, returns, kl)
+    return returns
+
+
+def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
     """Sample a seed-grouped batch, update, evaluate, record; until --iterations, a confirmed
-    solve (with --stop-when-solved) or a budget.  Returns what experiment.json holds."""
+    solve (with --stop-when-solved) or a budget.  Writes into `out` (default: cfg.out, else a
+    fresh runs/<env>-<algo>-s<seed>-<time>/).  Returns the agent and what experiment.json holds."""
+    run_dir = run_io.run_directory(dataclasses.replace(cfg, out=str(out or cfg.out)))
+    cfg = dataclasses.replace(cfg, out=str(run_dir))
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(cfg.threads)
@@ -504,12 +530,32 @@ def train(cfg: Config, run_dir: Path) -> dict:
     optimizer = torch.optim.Adam([dict(params=net.parameters(), lr=lr) for net, lr in nets])
     seed_rng = np.random.default_rng(cfg.seed)  # env seeds of training batches
     action_generator = torch.Generator().manual_seed(cfg.seed)  # actions and minibatch order
-    run = run_io.Run(cfg, run_dir, agent, optimizer, (seed_rng, action_generator))
+    if cfg.load_model:  # a warm start: the policy (and V, when it fits) of another run
+        saved = run_io.load_checkpoint(cfg.load_model, shapes=run_io.shapes_of(agent.state_dict()))
+        agent.load_state_dict(saved["agent"], strict=False)
+    run = run_io.Run(cfg, run_dir)
+    if run.checkpoint:  # --resume: the run goes on exactly where its checkpoint left it
+        agent.load_state_dict(run.checkpoint["agent"])
+        try:
+            optimizer.load_state_dict(run.checkpoint["optimizer"])
+        except ValueError:  # e.g. one Adam group, from before --value-lr had its own
+            raise UserError(
+                f"--resume {cfg.resume}: its optimizer state does not fit this version's (written "
+                f"by an older one); rerun it with the flags in its experiment.json and --out "
+                f"{cfg.resume} --overwrite"
+            ) from None
+        seed_rng.bit_generator.state = run.state.pop("seed_rng")
+        action_generator.set_state(run.state.pop("action_rng"))
     solved = next((record for record in run.history if solves(record, threshold)), None)
     error = final_eval = None
+    stop = "iterations"
     try:
-        while run.state["iteration"] < cfg.iterations and not (cfg.stop_when_solved and solved):
-            if run.budget_spent():  # --max-env-steps or --max-minutes
+        while run.state["iteration"] < cfg.iterations:
+            if cfg.stop_when_solved and solved:
+                stop = "solved"
+                break
+            if budget := run.budget_spent():  # --max-env-steps or --max-minutes
+                stop = budget
                 break
             iteration, start = run.state["iteration"], time.perf_counter()
             progress = budget_progress(cfg, run.state)
@@ -530,6 +576,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
                           wall_time=round(wall_time, 4), train_return=float(batch.returns.mean()),
                           eval_return=None, confirm_return=None, temperature=temperature,
                           loss=loss, entropy=batch.mean_entropy)  # fmt: skip
+            start = time.perf_counter()
             if (iteration + 1) % cfg.eval_every == 0 or iteration + 1 == cfg.iterations:
                 returns, _ = evaluate(agent, eval_envs, cfg, iteration + 1)
                 record["eval_return"] = float(returns.mean())
@@ -539,22 +586,31 @@ def train(cfg: Config, run_dir: Path) -> dict:
                     record["confirm_return"] = float(returns.mean())
             if exact_kl:  # at T = 0 the law is a point mass and the KL undefined: null
                 record["exact_kl"] = exact_kl(agent, temperature) if temperature > 0 else None
-            run.record(record)
+            run.state["eval_time"] += time.perf_counter() - start
+            rngs = dict(
+                seed_rng=seed_rng.bit_generator.state, action_rng=action_generator.get_state()
+            )
+            run.record(record, agent.state_dict(), optimizer.state_dict(), rngs)
             solved = solved or (record if solves(record, threshold) else None)
+        stop = "solved" if cfg.stop_when_solved and solved else stop
+        start = time.perf_counter()
         final_eval = final_evaluation(agent, cfg)
+        run.state["eval_time"] += time.perf_counter() - start
     except run_io.Interrupted:
-        error = "interrupted"
+        error = stop = "interrupted"
     except FloatingPointError as exc:  # the checkpoint of the last good iteration stays
         error = f"{exc} at iteration {run.state['iteration'] + 1}; checkpoint.pt keeps the one "
         error += "before. Lower --lr or --optim-steps, or raise --temp-start"
+        stop = "error"
     eval_envs[0].close()  # with --render video, this saves the last video
-    return run.finish(solved, threshold, error, final_eval)
+    return agent, run.finish(solved, threshold, stop, error, final_eval)
 
 
 # ==== 6. Options and command line =================================================================
 def option(default: object, help: str, **argparse_kwargs: object) -> dataclasses.Field:
     """One option: its default, its --help, anything else argparse needs.  A bool is a switch:
-    --name when off by default, --no-name when on.  `must` names its check (see MUST)."""
+    --name when off by default, --no-name when on.  `must` names its check (see MUST); `algos`
+    the algorithms that use it (check_config refuses it, given, for the others)."""
     must = {int: "a positive integer", float: "a finite number >= 0"}.get(type(default))
     default = {"default_factory": dict} if isinstance(default, dict) else {"default": default}
     return dataclasses.field(**default, metadata={"help": help, "must": must, **argparse_kwargs})
@@ -570,23 +626,35 @@ class Config:
     group_size: int = option(4, "episodes per group, all reset with the group's seed")
     seed_groups: bool = option(True, "ablation: every episode its own seed, not its group's")
     optim_steps: int = option(50, "optimizer steps per batch (err: PPO epochs)")
-    minibatches: int = option(4, "err: minibatches per epoch")
+    minibatches: int = option(4, "err: minibatches per epoch", algos=("err",))
     lr: float = option(3e-3, "Adam learning rate (V: see --value-lr)", must="a positive number")
-    value_lr: float = option(0.0, "Adam learning rate of V, PCL's eta_v (0: --lr)")
+    value_lr: float = option(
+        0.0, "Adam learning rate of V, PCL's eta_v (0: --lr)", algos=("value", "err")
+    )
     policy_steps: int = option(
-        0, "value: pi joins V in the last N steps only (0: all)", must=">= 0"
+        0, "value: pi joins V in the last N steps only (0: all)", must=">= 0", algos=("value",)
     )
     lr_decay: bool = option(False, "decay the learning rate linearly to 0 at the run's budget")
     temp_start: float = option(0.5, "temperature T at the first iteration")
     temp_end: float = option(0.5, "T at the run's budget (geometric schedule, see budget_progress)")
-    # 0.05 nats per step (grouped): neither collapse nor stall, see trust_region_targets
-    clip_eps: float = option(0.05, "grouped: trust region, nats per step (0: off); err: PPO clip")
-    gamma: float = option(0.99, "discount (value, err)", must="in (0, 1]")
-    gae_lambda: float = option(0.95, "err: GAE lambda", must="in [0, 1]")
-    path_length: int = option(0, "value: steps per consistency path (0 = to the end)", must=">= 0")
-    centre_residuals: bool = option(False, "value: pi follows residuals less their batch mean")
-    baseline: str = option("value", "err: GAE with V(s), or V' - mean", choices=("value", "group"))
-    entropy_bonus: float = option(0.0, "err: weight of the usual H(pi) bonus (use with T = 0)")
+    # 0.05 nats per step: neither collapse nor stall, see trust_region_targets
+    trust_region: float = option(0.05, "grouped: nats per episode step a batch may move (0: off)",
+                                 algos=("grouped",))  # fmt: skip
+    ppo_clip: float = option(0.2, "err: PPO's ratio clip", must="a positive number", algos=("err",))
+    gamma: float = option(0.99, "discount (value, err)", must="in (0, 1]", algos=("value", "err"))
+    gae_lambda: float = option(0.95, "err: GAE lambda", must="in [0, 1]", algos=("err",))
+    path_length: int = option(
+        0, "value: steps per consistency path (0 = to the end)", must=">= 0", algos=("value",)
+    )
+    centre_residuals: bool = option(
+        False, "value: pi follows residuals less their batch mean", algos=("value",)
+    )
+    baseline: str = option(
+        "value", "err: GAE with V(s), or V' - mean", choices=("value", "group"), algos=("err",)
+    )
+    entropy_bonus: float = option(
+        0.0, "err: weight of the usual H(pi) bonus (use with T = 0)", algos=("err",)
+    )
     max_grad_norm: float = option(0.0, "gradient-norm clip, 0 = none")
     hidden: int = option(64, "width of the two hidden layers")
     obs_norm: bool = option(True, "feed raw observations, not normalised by running statistics")
@@ -611,25 +679,26 @@ class Config:
     quiet: bool = option(False, "no progress bar and no summary line")
 
 
-# Overrides of Config's defaults per env and algo, chosen by the sweeps on tuning seeds (README).
+# Overrides of Config's defaults per env and algo, chosen on tuning seeds (docs/experiments.md).
 # fmt: off
 DEFAULTS = {
     "*/value": dict(num_groups=8, group_size=1),
     "*/err": dict(num_groups=8, group_size=1, optim_steps=10, lr=1e-3, temp_start=0.05,
-                  temp_end=0.05, clip_eps=0.2, max_grad_norm=0.5),
+                  temp_end=0.05, max_grad_norm=0.5),
     "CartPole-v1": dict(iterations=100, eval_every=1),
     # CartPole grouped: a few plain Adam steps a batch. Fitting each batch to convergence moved the
-    # policy as far on noise as on failures, so it never stayed solved (README, "Does it stay ...").
+    # policy as far on noise as on failures, so it never stayed solved (docs/experiments.md).
     "CartPole-v1/grouped": dict(num_groups=2, group_size=4, temp_start=0.2, temp_end=0.2,
-                                optim_steps=5, lr=1e-3, clip_eps=0.0),
+                                optim_steps=5, lr=1e-3, trust_region=0.0),
     # CartPole value: V fits a batch alone first, then the policy takes 5 small steps. Fitting the
     # batch's residual through the policy over 50 steps made it fall after solves. T 0.2: more
-    # evaluations at 475 or more than T 0.5 (README, "What removed value's falls").
+    # evaluations at 475 or more than T 0.5 (docs/experiments.md).
     "CartPole-v1/value": dict(policy_steps=5, lr=5e-4, value_lr=3e-3, temp_start=0.2,
                               temp_end=0.2),
     "CartPole-v1/err": dict(num_groups=4, lr=2e-3),
     "LunarLander-v3": dict(iterations=300, temp_start=0.1, temp_end=0.1, lr=5e-4),
-    # LunarLander value: pi 10x slower than V, or V's early error makes pi deterministic (README).
+    # LunarLander value: pi 10x slower than V, or V's early error makes pi deterministic
+    # (docs/experiments.md, "Why value collapses on LunarLander").
     "LunarLander-v3/value": dict(lr=1e-4, value_lr=1e-3),
     # LunarLander err: many minibatch steps per sample (10 epochs x 32), long horizon (gamma
     # 0.999, GAE 0.98 as in the RL-Zoo's PPO), a small temperature.
@@ -637,11 +706,11 @@ DEFAULTS = {
                                gamma=0.999, gae_lambda=0.98, temp_start=0.01, temp_end=0.01),
     # Tree-v0: gamma = 1, so the soft-optimal policy is exactly the Boltzmann law over returns.
     "Tree-v0": dict(obs_norm=False, eval_every=10, iterations=40, lr_decay=True, lr=5e-3,
-                    temp_start=1.0, temp_end=1.0, gamma=1.0, clip_eps=0.0, num_groups=1,
+                    temp_start=1.0, temp_end=1.0, gamma=1.0, trust_region=0.0, num_groups=1,
                     group_size=64),
     "Tree-v0/value": dict(num_groups=16, group_size=1, iterations=80),
     "Tree-v0/err": dict(baseline="group", group_size=32, optim_steps=4, minibatches=1, lr=3e-3,
-                        clip_eps=0.2, iterations=80),
+                        iterations=80),
 }
 MUST = {  # the checks an option's `must` may name
     "a positive integer": lambda value: value >= 1, ">= 0": lambda value: value >= 0,
@@ -660,12 +729,19 @@ def defaults_for(env_id: str, algo: str) -> dict:
     return merged
 
 
-def check_config(cfg: Config) -> None:
-    """Every bad value or combination is one UserError that names the fix."""
+def check_config(cfg: Config, given: tuple | dict = ()) -> None:
+    """Every bad value or combination is one UserError that names the fix.  `given`: the options
+    the user set, refused when they belong to another algorithm (they would be ignored)."""
     for field in dataclasses.fields(cfg):
         must, value = field.metadata["must"], getattr(cfg, field.name)
         if must and not MUST[must](value):
             raise UserError(f"--{field.name.replace('_', '-')} must be {must}, got {value}")
+        algos = field.metadata.get("algos", (cfg.algo,))
+        if field.name in given and cfg.algo not in algos:
+            raise UserError(
+                f"--{field.name.replace('_', '-')} is an option of --algo {' and '.join(algos)}; "
+                f"drop it for --algo {cfg.algo}"
+            )
     if (cfg.temp_start == 0) != (cfg.temp_end == 0):
         raise UserError("--temp-start, --temp-end: 0 and 0, or both > 0 (cannot reach or leave 0)")
     if cfg.algo != "err" and cfg.temp_start == 0:
@@ -674,26 +750,49 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"--group-size must be >= 2 to compare episodes, got {cfg.group_size}")
     if cfg.confirm_episodes < cfg.eval_episodes:
         raise UserError("--confirm-episodes must be >= --eval-episodes to confirm an evaluation")
-    for name in ("policy_steps", "centre_residuals"):  # options of --algo value alone
-        if getattr(cfg, name) and cfg.algo != "value":
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} changes --algo value only; drop it for --algo {cfg.algo}")
-    if cfg.algo == "err" and cfg.clip_eps == 0:
-        raise UserError("--algo err needs --clip-eps > 0 (the PPO ratio clip, e.g. 0.2)")
     if cfg.validate and not cfg.load_model:
         raise UserError("--validate evaluates a saved policy: add --load-model PATH")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """argparse from Config.  Every flag defaults to None, so that config_from_args knows what
-    was given; the per-env defaults fill in the rest."""
-    rows = [
-        f"  {key}: {', '.join(f'{k}={v}' for k, v in row.items())}" for key, row in DEFAULTS.items()
-    ]
-    epilog = "\n".join(["overrides of the defaults above (a later line wins, a flag wins):", *rows])
-    epilog += "\n\ntables and curves: python report.py report|plot runs/*/experiment.json"
+def make_config(env: str = Config.env, algo: str = Config.algo, **overrides: object) -> Config:
+    """The checked Config of this env and algo: its per-env defaults, then `overrides`."""
+    names = {field.name for field in dataclasses.fields(Config)}
+    if unknown := sorted(set(overrides) - names):
+        raise UserError(f"unknown option {unknown[0]}; see python policy_annealing.py --help")
+    cfg = Config(**{**defaults_for(env, algo), **overrides, "env": env, "algo": algo})
+    check_config(cfg, overrides)
+    return cfg
+
+
+def config_of(saved: dict) -> Config:
+    """A saved config (experiment.json, checkpoint) as a Config of this version."""
+    saved = dict(saved)
+    if "clip_eps" in saved:  # saved before the trust region and the PPO clip had a flag each
+        saved["ppo_clip" if saved["algo"] == "err" else "trust_region"] = saved.pop("clip_eps")
+    return Config(**{field.name: saved[field.name] for field in dataclasses.fields(Config)
+                     if field.name in saved})  # fmt: skip
+
+
+def load(path: str | Path) -> tuple[Agent, Config]:
+    """The agent saved in a checkpoint.pt and the config it was trained with."""
+    checkpoint = run_io.load_checkpoint(path, flag="load")
+    cfg = config_of(checkpoint["config"])
+    with_value = any(name.startswith("value.") for name in checkpoint["agent"])
+    agent = make_agent(cfg, run_io.make_env(cfg), with_value)
+    agent.load_state_dict(checkpoint["agent"])
+    return agent, cfg
+
+
+make_env = run_io.make_env  # the env of a config, as training makes it
+
+
+def build_parser(env: str = Config.env, algo: str = Config.algo) -> argparse.ArgumentParser:
+    """argparse from Config, its help showing the defaults of this env and algo.  Every flag
+    defaults to None, so that config_from_args knows what was given."""
+    defaults = defaults_for(env, algo)
+    epilog = f"defaults shown for --env {env} --algo {algo}; give yours before --help for theirs"
+    epilog += "\ntables and curves: python report.py report|plot runs/*/experiment.json"
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=epilog)
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the epilog's lines
 
     def refuse(message: str) -> None:  # one line, no usage dump
         raise UserError(f"{message} (see --help)")
@@ -701,13 +800,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.error = refuse
     for field in dataclasses.fields(Config):
         flag, extra = "--" + field.name.replace("_", "-"), dict(field.metadata)
-        extra.pop("must")
+        extra.pop("must"), extra.pop("algos", None)
         if isinstance(field.default, bool):  # a switch away from the default
             flag = f"--no-{flag[2:]}" if field.default else flag
             extra["action"] = "store_false" if field.default else "store_true"
         else:
             extra.setdefault("type", {int: int, float: float}.get(type(field.default), str))
-            extra["help"] += f" (default {field.default})" if extra["type"] in (int, float) else ""
+            shown = extra["type"] in (int, float) or field.name in ("env", "algo", "baseline")
+            extra["help"] += f" (default {defaults[field.name]})" if shown else ""
         parser.add_argument(flag, dest=field.name, default=None, **extra)
     return parser
 
@@ -715,9 +815,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     given = {name: value for name, value in vars(args).items() if value is not None}
     if given.get("resume"):  # the run's own config; only how long and how shown may change
-        names = [field.name for field in dataclasses.fields(Config)]
-        saved = Config(**run_io.resumed_config({"resume": given["resume"]}, names))
-        cfg = Config(**run_io.resumed_config(given, names))
+        saved = config_of(run_io.saved_config(given))
+        cfg = dataclasses.replace(saved, **given)
         if schedule_clock(cfg) != schedule_clock(saved) and (
             cfg.temp_start != cfg.temp_end or cfg.lr_decay
         ):
@@ -726,33 +825,39 @@ def config_from_args(args: argparse.Namespace) -> Config:
                 f"--resume {cfg.resume}: its schedules run over --{flag.replace('_', '-')} "
                 f"{value}, and a new budget would bend them; resume without it, or start a new run"
             )
-    else:
-        env, algo = given.get("env", Config.env), given.get("algo", Config.algo)
-        cfg = Config(**{**defaults_for(env, algo), **given})
-    check_config(cfg)
-    return cfg
+        check_config(cfg)
+        return cfg
+    if given.get("validate") and given.get("load_model"):  # the env the policy was trained on
+        saved = config_of(run_io.load_checkpoint(given["load_model"])["config"])
+        for name in ("env", "env_kwargs", "hidden", "obs_norm"):
+            given.setdefault(name, getattr(saved, name))
+    return make_config(**given)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv, started = sys.argv[1:] if argv is None else argv, time.perf_counter()
     try:
-        if argv[:1] in (["plot"], ["report"]):  # tables and curves live beside the method
-            import report
-
-            return report.main(argv)
-        cfg = config_from_args(build_parser().parse_args(argv))
+        pair = argparse.ArgumentParser(add_help=False)  # --env and --algo first: --help shows
+        (
+            pair.add_argument("--env", default=Config.env),
+            pair.add_argument("--algo", default=Config.algo),
+        )
+        cfg = config_from_args(
+            build_parser(**vars(pair.parse_known_args(argv)[0])).parse_args(argv)
+        )
         run_io.check_env(cfg)  # refuse a bad env or --render before anything is written
-        if cfg.validate:  # greedy returns of a saved policy, by this module's `evaluate`
-            run_io.validate_model(cfg, make_agent(cfg, run_io.make_env(cfg), False), evaluate)
+        if cfg.validate:
+            validate(cfg)
             return 0
-        run_dir = run_io.run_directory(cfg)
-        cfg.out = str(run_dir)
         with run_io.stop_on_signals():
-            summary = train(cfg, run_dir)["summary"]
+            _, experiment = train(cfg)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return run_io.print_outcome(cfg, summary)
+    except run_io.Interrupted:  # before the first iteration began
+        experiment = dict(summary=dict(error="interrupted", iterations=0))
+    cfg.out = experiment.get("config", {}).get("out", cfg.out)
+    return run_io.print_outcome(cfg, experiment["summary"], time.perf_counter() - started)
 
 
 if __name__ == "__main__":

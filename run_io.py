@@ -100,32 +100,35 @@ def write_json(path, obj) -> None:
     write_atomic(Path(path), json.dumps(obj, indent=1).encode())
 
 
-def agent_shapes(agent) -> dict:
-    return {name: list(tensor.shape) for name, tensor in agent.state_dict().items()}
+def shapes_of(state_dict: dict) -> dict:
+    return {name: list(tensor.shape) for name, tensor in state_dict.items()}
 
 
-def save_checkpoint(path, cfg, agent, optimizer, state: dict) -> None:
+def save_checkpoint(path, cfg, agent_state: dict, optimizer_state: dict, state: dict) -> None:
+    """The networks, the optimizer, the run's counters and generators, and the config (so that
+    a checkpoint alone can be loaded and evaluated)."""
+    config = {name: value for name, value in dataclasses.asdict(cfg).items() if name != "resume"}
     checkpoint = dict(format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION, env=cfg.env)
-    checkpoint.update(env_kwargs=cfg.env_kwargs, algo=cfg.algo, shapes=agent_shapes(agent))
-    checkpoint.update(agent=agent.state_dict(), optimizer=optimizer.state_dict(), state=state)
+    checkpoint.update(env_kwargs=cfg.env_kwargs, algo=cfg.algo, shapes=shapes_of(agent_state))
+    checkpoint.update(agent=agent_state, optimizer=optimizer_state, state=state, config=config)
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     write_atomic(Path(path), buffer.getvalue())
 
 
-def load_checkpoint(path, agent=None, flag: str = "--load-model") -> dict:
+def load_checkpoint(path, flag: str = "--load-model", shapes: dict | None = None) -> dict:
     """Load with weights_only=True; every way a file can be wrong is a UserError naming `flag`.
-    With `agent`, the policy (and normaliser) must fit its shapes; a value network may differ or
-    be absent."""
+    With `shapes` (an agent's), the policy (and normaliser) must fit them; a value network may
+    differ or be absent.  A checkpoint from before configs were saved in it takes the config of
+    the experiment.json beside it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{flag} {path}: no such file; pass a checkpoint.pt from a run directory")
     try:
         checkpoint = torch.load(path, weights_only=True)
-    except Exception as error:  # truncated zip, pickle garbage, foreign object...
+    except Exception:  # truncated zip, pickle garbage, foreign object...
         raise UserError(
-            f"{flag} {path}: cannot be read as a checkpoint ({type(error).__name__}); the file is "
-            "corrupt or truncated"
+            f"{flag} {path}: cannot be read as a checkpoint; the file is corrupt or truncated"
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(
@@ -139,27 +142,34 @@ def load_checkpoint(path, agent=None, flag: str = "--load-model") -> dict:
     def policy(shapes):  # the value network may differ or be absent
         return {name: shape for name, shape in shapes.items() if not name.startswith("value.")}
 
-    if agent is not None and policy(agent_shapes(agent)) != policy(checkpoint["shapes"]):
+    if shapes is not None and policy(shapes) != policy(checkpoint["shapes"]):
         raise UserError(
             f"{flag} {path}: its network (trained on {checkpoint['env']}) does not fit this env, "
             f"--hidden and --no-obs-norm; load it with --env {checkpoint['env']} and the flags it "
             "was trained with"
         )
+    if "config" not in checkpoint and (path.parent / "experiment.json").is_file():
+        checkpoint["config"] = json.loads((path.parent / "experiment.json").read_text())["config"]
     return checkpoint
 
 
 def run_directory(cfg) -> Path:
     """--resume DIR, or --out (default runs/<env>-<algo>-s<seed>-<timestamp>/), never silently
-    over an earlier run."""
-    if cfg.resume:  # checked by resumed_config
+    over an earlier run, into a file, or into a folder of other things (such as runs/ itself)."""
+    if cfg.resume:  # checked by saved_config
         return Path(cfg.resume)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.out or f"runs/{cfg.env}-{cfg.algo}-s{cfg.seed}-{stamp}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file; pass a directory for the run")
     if (run_dir / "experiment.json").exists() and not cfg.overwrite:
         raise UserError(
             f"--out {run_dir} already holds a run; pass --resume {run_dir} to continue it, "
             "--overwrite to replace it, or another --out"
         )
+    own = {"experiment.json", "checkpoint.pt", "videos"}
+    if run_dir.is_dir() and any(entry.name not in own for entry in run_dir.iterdir()):
+        raise UserError(f"--out {run_dir} holds other files; pass a new or empty directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -167,10 +177,10 @@ def run_directory(cfg) -> Path:
 RESUME_FLAGS = ("iterations", "max_env_steps", "max_minutes", "resume", "render", "quiet")
 
 
-def resumed_config(given: dict, fields: list) -> dict:
-    """--resume DIR: the config of the run in DIR, with --iterations, --max-env-steps and
-    --max-minutes (to extend it), --render and --quiet (how this process shows it) from the
-    command line; any other flag is refused."""
+def saved_config(given: dict) -> dict:
+    """--resume DIR: the config saved in DIR/experiment.json, once DIR is checked to hold a run
+    and the command line to change only --iterations, --max-env-steps and --max-minutes (to
+    extend it), --render and --quiet (how this process shows it)."""
     run_dir = Path(given["resume"])
     path = run_dir / "experiment.json"
     if not path.is_file():
@@ -189,82 +199,63 @@ def resumed_config(given: dict, fields: list) -> dict:
             f"--resume continues a run with its own config; drop {' '.join(refused)} (only "
             "--iterations, --max-env-steps, --max-minutes, --render and --quiet may change)"
         )
-    saved = json.loads(path.read_text())["config"]
-    values = {name: saved[name] for name in fields if name in saved}
-    values.update(render="", quiet=False)
-    return {**values, **{name: given[name] for name in RESUME_FLAGS if name in given}}
+    return json.loads(path.read_text())["config"]
 
 
 # ---- the record of a run ------------------------------------------------------------------------
 
 
 class Run:
-    """One run directory during training.  It restores the run (--resume) or starts the agent
-    from --load-model; `record` appends an iteration and rewrites both files; `finish` writes the
-    summary.  `rngs` are the training's (numpy seed generator, torch generator)."""
+    """One run directory during training: `record` appends an iteration and rewrites both files,
+    `finish` writes the summary.  With --resume, `checkpoint` is the saved one (the module puts
+    its networks, optimizer and generators back) and `history` what it had recorded."""
 
-    def __init__(self, cfg, run_dir: Path, agent, optimizer, rngs):
-        from tqdm import tqdm
-
-        self.cfg, self.agent, self.optimizer, self.rngs = cfg, agent, optimizer, rngs
+    def __init__(self, cfg, run_dir: Path):
+        self.cfg, self.checkpoint = cfg, None
         self.checkpoint_path = run_dir / "checkpoint.pt"
         self.experiment_path = run_dir / "experiment.json"
-        self.state = {"iteration": 0, "env_steps": 0, "wall_time": 0.0}
+        self.state = {"iteration": 0, "env_steps": 0, "wall_time": 0.0, "eval_time": 0.0}
         self.history = []
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
-            checkpoint = load_checkpoint(self.checkpoint_path, agent, "--resume")
-            agent.load_state_dict(checkpoint["agent"])
-            try:
-                optimizer.load_state_dict(checkpoint["optimizer"])
-            except ValueError:  # e.g. one Adam group, from before --value-lr had its own
-                raise UserError(
-                    f"--resume {cfg.resume}: its optimizer state does not fit this version's "
-                    f"(written by an older one); rerun it with the flags in its experiment.json "
-                    f"and --out {cfg.resume} --overwrite"
-                ) from None
-            self.state = checkpoint["state"]
-            rngs[0].bit_generator.state = self.state.pop("seed_rng")
-            rngs[1].set_state(self.state.pop("action_rng"))
+            self.checkpoint = load_checkpoint(self.checkpoint_path, flag="--resume")
+            self.state.update(self.checkpoint["state"])
             # the checkpoint decides: experiment.json may hold one record more (record's order)
             saved = json.loads(self.experiment_path.read_text())["history"]
             self.history = saved[: self.state["iteration"]]
-        elif cfg.load_model:
-            checkpoint = load_checkpoint(cfg.load_model, agent)
-            agent.load_state_dict(checkpoint["agent"], strict=False)  # value net taken if there
         packages = ("torch", "gymnasium", "numpy")
         versions = {name: importlib.metadata.version(name) for name in packages}
         config = {**dataclasses.asdict(cfg), "versions": versions}
         self.experiment = {"config": config, "history": self.history, "summary": {}}
-        iterations, done = cfg.iterations, self.state["iteration"]
-        self.bar = tqdm(total=iterations, initial=done, unit="it", disable=cfg.quiet)
+        self.bar = ProgressBar(cfg, self.state)
 
-    def record(self, record: dict) -> None:
+    def record(self, record: dict, agent_state: dict, optimizer_state: dict, rngs: dict) -> None:
         """The iteration counts from here on.  experiment.json is written first: if the process
         dies between the two writes, the checkpoint is one iteration behind, and resuming from it
-        drops the extra record (see __init__), so history and checkpoint always agree."""
-        self.history.append(record)
-        self.state.update({key: record[key] for key in ("iteration", "env_steps", "wall_time")})
-        write_json(self.experiment_path, self.experiment)
-        rngs = {
-            "seed_rng": self.rngs[0].bit_generator.state,
-            "action_rng": self.rngs[1].get_state(),
-        }
-        state = {**self.state, **rngs}
-        save_checkpoint(self.checkpoint_path, self.cfg, self.agent, self.optimizer, state)
-        shown = {key: record[key] for key in ("train_return", "eval_return", "loss", "temperature")}
-        shown = {key: "-" if value is None else f"{value:.3g}" for key, value in shown.items()}
-        self.bar.update(1)
-        self.bar.set_postfix(steps=record["env_steps"], refresh=False, **shown)
+        drops the extra record (see __init__), so history and checkpoint always agree.  Signals
+        wait until both files are whole."""
+        with deferred_signals():
+            self.history.append(record)
+            self.state.update({key: record[key] for key in ("iteration", "env_steps", "wall_time")})
+            write_json(self.experiment_path, self.experiment)
+            state = {**self.state, **rngs}
+            save_checkpoint(self.checkpoint_path, self.cfg, agent_state, optimizer_state, state)
+        self.bar.show(record)
 
-    def budget_spent(self) -> bool:
-        """--max-env-steps or --max-minutes (of training time, evaluation excluded) used up."""
+    def budget_spent(self) -> str | None:
+        """Which of --max-env-steps or --max-minutes (of training time, evaluation excluded) is
+        used up, if one is."""
         steps, minutes = self.cfg.max_env_steps, self.cfg.max_minutes
-        return 0 < steps <= self.state["env_steps"] or 0 < 60 * minutes <= self.state["wall_time"]
+        if 0 < steps <= self.state["env_steps"]:
+            return "env-step budget"
+        return "time budget" if 0 < 60 * minutes <= self.state["wall_time"] else None
 
-    def finish(self, solved: dict | None, threshold, error: str | None, final_eval) -> dict:
-        """The summary: totals, the confirmed solve (`solved`, the first record that solves),
-        every crossing of the threshold, confirmed or not, and the final evaluation."""
+    def finish(
+        self, solved: dict | None, threshold, stop: str, error: str | None, final_eval
+    ) -> dict:
+        """The summary: totals, why the run stopped, the confirmed solve (`solved`, the first
+        record that solves), every evaluation that crossed the threshold before it with its
+        confirmation, and the final evaluation."""
         self.bar.close()
         keys = ("iteration", "env_steps", "eval_return", "confirm_return")
         crossed = [record for record in self.history if record.get("confirm_return") is not None]
@@ -272,6 +263,8 @@ class Run:
             "iterations": self.state["iteration"],
             "env_steps": self.state["env_steps"],
             "wall_time": round(self.state["wall_time"], 4),
+            "eval_time": round(self.state["eval_time"], 4),
+            "stopped_by": stop,
             "solved_iteration": solved["iteration"] if solved else None,
             "solved_env_steps": solved["env_steps"] if solved else None,
             "solved_wall_time": solved["wall_time"] if solved else None,
@@ -285,12 +278,45 @@ class Run:
                 summary["exact_kl"] = self.history[-1]["exact_kl"]
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.experiment["summary"] = {**summary, "peak_rss_mb": round(peak_rss_mb, 1)}
-        write_json(self.experiment_path, self.experiment)
+        with deferred_signals():
+            write_json(self.experiment_path, self.experiment)
         return self.experiment
 
 
-def print_outcome(cfg, summary: dict) -> int:
-    """Print how a run ended (an error on stderr; with --quiet nothing else); its exit status."""
+class ProgressBar:
+    """A bar toward what ends the run (env steps under --max-env-steps, training seconds under
+    --max-minutes, iterations otherwise), showing the batch's return and entropy and the last
+    evaluation; the loss's size says nothing about progress."""
+
+    def __init__(self, cfg, state: dict):
+        from tqdm import tqdm
+
+        self.key, total, unit = "iteration", cfg.iterations, "it"
+        if cfg.max_env_steps:
+            self.key, total, unit = "env_steps", cfg.max_env_steps, " steps"
+        elif cfg.max_minutes:
+            self.key, total, unit = "wall_time", round(60 * cfg.max_minutes), " s"
+        self.evaluation = "-"
+        shape = "{l_bar}{bar}| {n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}{postfix}]"
+        self.bar = tqdm(total=total, initial=min(state[self.key], total), unit=unit,
+                        unit_scale=self.key == "env_steps", disable=cfg.quiet, bar_format=shape)  # fmt: skip
+
+    def show(self, record: dict) -> None:
+        if record["eval_return"] is not None:
+            self.evaluation = f"{record['eval_return']:.1f}"
+        self.bar.update(min(record[self.key], self.bar.total) - self.bar.n)
+        self.bar.set_postfix_str(
+            f"return {record['train_return']:.1f}, entropy {record['entropy']:.2f}, "
+            f"T {record['temperature']:.3g}, evaluation {self.evaluation}"
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def print_outcome(cfg, summary: dict, total_seconds: float) -> int:
+    """Print how a run ended and why (an error on stderr; with --quiet nothing else); its exit
+    status."""
     run_dir, error = cfg.out, summary["error"]
     if error == "interrupted":
         if summary["iterations"] == 0:
@@ -311,62 +337,63 @@ def print_outcome(cfg, summary: dict) -> int:
         if steps:
             solved = f"solved at {steps} env steps, {summary['solved_wall_time']:.1f} s"
         print(
-            f"{cfg.env} {cfg.algo} seed {cfg.seed}: {solved}; final "
+            f"{cfg.env} {cfg.algo} seed {cfg.seed}: {solved}; stopped by {summary['stopped_by']} "
+            f"after {summary['iterations']} iterations, {summary['env_steps']} env steps; final "
             f"return {final['sampled']['mean']:.1f} sampled, {final['greedy']['mean']:.1f} "
-            f"greedy; {summary['env_steps']} env steps, {summary['wall_time']:.1f} s training -> "
-            f"{run_dir}"
+            f"greedy; {total_seconds:.1f} s in all: {summary['wall_time']:.1f} s training, "
+            f"{summary['eval_time']:.1f} s evaluating -> {run_dir}"
         )
     return 0
 
 
-def validate_model(cfg, agent, evaluate) -> np.ndarray:
-    """--validate: the greedy returns of the saved policy --load-model, loaded into `agent` and
-    run by the module's own `evaluate`, printed with the exact KL for an enumerable env.  Nothing
-    is trained and nothing written but, with --render video, the first episode's video."""
-    agent.load_state_dict(load_checkpoint(cfg.load_model, agent)["agent"], strict=False)
-    video_dir = Path(cfg.load_model).parent / "validate"
-    envs = make_envs(cfg, cfg.eval_episodes, video_dir)
-    returns, _ = evaluate(agent, envs, cfg, 0, greedy=True)
-    envs[0].close()  # with --render video, this saves the video
+def print_validation(cfg, returns: np.ndarray, exact_kl: float | None) -> None:
+    """--validate: the greedy returns of the saved policy, and the exact KL on an enumerable
+    env."""
     print(
         f"{cfg.env}: greedy return {returns.mean():.1f} ± {returns.std():.1f} over "
         f"{len(returns)} episodes ({cfg.load_model})"
     )
-    exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
-    if exact_kl and cfg.temp_start > 0:
+    if exact_kl is not None:
         print(
-            f"{cfg.env}: exact KL(p_policy || p_Boltzmann at T={cfg.temp_start:g}) = "
-            f"{exact_kl(agent, cfg.temp_start):.2e}"
+            f"{cfg.env}: exact KL(p_policy || p_Boltzmann at T={cfg.temp_start:g}) = {exact_kl:.2e}"
         )
-    return returns
 
 
 # ---- signals ------------------------------------------------------------------------------------
 
 
 class Interrupted(Exception):
-    """Raised between env or optimizer steps once SIGINT or SIGTERM arrived."""
+    """Raised where the run is once SIGINT or SIGTERM arrives, except inside deferred_signals."""
 
 
 STOP_SIGNALS = []  # the signals received inside `stop_on_signals`
 
 
-def check_stop() -> None:
-    """Called between steps, never mid-write: an interrupted run keeps every file whole."""
-    if STOP_SIGNALS:
-        raise Interrupted
+def _stop(received: int, _frame) -> None:
+    STOP_SIGNALS.append(received)
+    raise Interrupted
 
 
 @contextlib.contextmanager
 def stop_on_signals():
-    """While inside, SIGINT and SIGTERM are recorded for `check_stop` instead of killing."""
+    """While inside, SIGINT and SIGTERM raise Interrupted at the next Python step, wherever the
+    run is (sampling, an optimizer step): the caller keeps what it had recorded."""
     STOP_SIGNALS.clear()  # a signal from an earlier run in this process does not stop this one
-    handlers = {
-        number: signal.signal(number, lambda received, _: STOP_SIGNALS.append(received))
-        for number in (signal.SIGINT, signal.SIGTERM)
-    }
+    handlers = {number: signal.signal(number, _stop) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for number, handler in handlers.items():
             signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """Files are never written by halves: SIGINT and SIGTERM wait (blocked by the kernel) until
+    the block ends, then arrive, so Interrupted is raised after it."""
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
