@@ -2,7 +2,7 @@
 2 losses, 3 networks and sampler, 4 updates, 5 training loop, 6 options and command line; then
 toy_bandit.py.  Property tests: the losses vanish exactly at p ∝ exp(R/T), and nowhere else,
 asserted in float64.  Files, checkpoints, resume, signals and the command line's one-line errors
-are tested in test_run_io.py.
+are tested in test_run_io.py, report.py in test_report.py.
 
 Tests marked slow update or train a policy, or run the toy bandit: `make test-fast` leaves them
 out."""
