@@ -6,6 +6,10 @@
 Works on policy_annealing.py's runs and on bench/peer_sb3.py's, which write the same schema.
 Solved means confirmed (see policy_annealing.py): summary.solved_env_steps is the first
 evaluation whose crossing of the threshold a fresh >= 100-episode evaluation also reached.
+A row (and a curve) pools the seeds of one env and run (--label, else --algo).  Warm-started runs
+(--load-model) and interrupted or failed ones (summary.error) get rows of their own, flagged
+[warm-started], [interrupted], [failed]; two runs of one seed in one row are refused.  Without
+-o, plot writes runs/curves.png.
 """
 
 import argparse
@@ -23,19 +27,42 @@ class UsageError(Exception):
 
 
 def load_runs(paths):
-    runs = []
+    """The runs, refused when two of them are one seed of one row: pooled, they would count as
+    two seeds (three runs of seed 0 once made "seeds 0–0, 2/3 solved")."""
+    runs, rows = [], {}
     for path in paths:
         try:
             runs.append(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as error:
             raise UsageError(f"{path}: not a readable experiment.json ({error})") from None
+        config = runs[-1]["config"]
+        rows.setdefault((config["env"], run_label(runs[-1]), config["seed"]), []).append(path)
     if not runs:
         raise UsageError("no experiment.json given")
+    for (env, label, seed), where in rows.items():
+        if len(where) > 1:
+            raise UsageError(
+                f"{len(where)} runs of {env} {label} seed {seed} ({', '.join(map(str, where))}): "
+                "give one run per env, run and seed"
+            )
     return runs
 
 
+def run_flags(run):
+    """What sets a run apart from a fresh and complete one: it started from a saved policy, or
+    it stopped early on a signal or an error."""
+    error = (run.get("summary") or {}).get("error")
+    flags = ["warm-started"] if run["config"].get("load_model") else []
+    if error:
+        flags.append("interrupted" if error == "interrupted" else "failed")
+    return flags
+
+
 def run_label(run):
-    return run["config"].get("label") or run["config"]["algo"]
+    """The run column and the curve's name: --label, else --algo, and the flags in brackets, so
+    that a flagged run is never pooled with fresh and complete ones."""
+    label = run["config"].get("label") or run["config"]["algo"]
+    return " ".join([label, *(f"[{flag}]" for flag in run_flags(run))])
 
 
 def cells(runs):
@@ -127,7 +154,9 @@ def report_table(runs):
         f" {episodes[1]} more episodes of the same policy does too. An unsolved run counts as"
         " its whole env-step budget (marked unsolved); an error is listed under the table."
         " IQM = interquartile mean with a 95 % percentile-bootstrap CI (scipy.stats.bootstrap,"
-        " 10,000 resamples). Seconds are training time (sampling + updates), evaluation"
+        " 10,000 resamples). Runs started from a saved policy (--load-model) and runs that"
+        " were interrupted or failed are in rows of their own, flagged [warm-started],"
+        " [interrupted], [failed]. Seconds are training time (sampling + updates), evaluation"
         " excluded. Final return: 100 fresh episodes, median (worst seed). Stays solved: after"
         " the first confirmed solve (runs without --stop-when-solved), the share of later"
         " evaluations >= threshold, averaged over runs, and the lowest one.",
@@ -179,8 +208,24 @@ def report_table(runs):
 # ---- curves -------------------------------------------------------------------------------------
 
 
+def mean_where_present(curves, grid):
+    """Mean and std at each x of `grid` over the curves (arrays of (x, y) rows) that have data
+    there: none is extended before its first point or past its last, where a run that stopped
+    (solved, interrupted, still going) would otherwise hold its value and flatten the mean."""
+    values = np.array(
+        [np.interp(grid, c[:, 0], c[:, 1], left=np.nan, right=np.nan) for c in curves]
+    )
+    present = ~np.isnan(values)
+    count = present.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # no curve at x: nan, not drawn
+        mean = np.where(present, values, 0).sum(0) / count
+        std = np.sqrt((np.where(present, values - mean, 0) ** 2).sum(0) / count)
+    return mean, std
+
+
 def plot_curves(runs, output, metric="eval_return"):
-    """Learning curves against env steps: mean ± std across seeds of each (env, label)."""
+    """Learning curves against env steps: mean ± std across seeds of each (env, label), at
+    each x over the runs that reached it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,10 +251,8 @@ def plot_curves(runs, output, metric="eval_return"):
             ]
             if not curves:
                 continue
-            grid = np.linspace(0, max(c[-1, 0] for c in curves), 200)
-            # A run that stopped early (solved) holds its last value to the right.
-            values = np.array([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
-            mean, std = values.mean(0), values.std(0)
+            grid = np.linspace(min(c[0, 0] for c in curves), max(c[-1, 0] for c in curves), 200)
+            mean, std = mean_where_present(curves, grid)
             (line,) = ax.plot(grid, mean, label=f"{label} (n={len(curves)})")
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         threshold = next(
@@ -233,7 +276,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="report.py", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["report", "plot"])
     parser.add_argument("files", nargs="+")
-    parser.add_argument("-o", "--output", help="report: default stdout; plot: curves.png")
+    parser.add_argument("-o", "--output", help="report: default stdout; plot: runs/curves.png")
     parser.add_argument(
         "--metric",
         default="eval_return",
@@ -246,8 +289,10 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.command == "plot":
-        plot_curves(runs, args.output or "curves.png", args.metric)
-        print(f"wrote {args.output or 'curves.png'}")
+        output = Path(args.output or "runs/curves.png")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        plot_curves(runs, output, args.metric)
+        print(f"wrote {output}")
     elif args.output:
         Path(args.output).write_text(report_table(runs))
     else:

@@ -1,0 +1,333 @@
+"""Tests of what a run does besides the method (run_io.py, and policy_annealing.main's handling of
+bad input): the command line's one-line errors, checkpoints, run directories, --resume and
+signals.  The method itself is tested in test_policy_annealing.py."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import policy_annealing as pa
+import run_io
+from testing_helpers import SMOKE, config, validate_model, without_wall_time
+
+HERE = Path(__file__).parent
+
+
+SMOKE_ARGS = (
+    "--iterations 1 --num-groups 2 --group-size 2 --optim-steps 1 --eval-episodes 2 --quiet"
+)
+SMOKE_ARGS = SMOKE_ARGS.split() + ["--final-eval-episodes", "2", "--confirm-episodes", "2"]
+
+
+def run_main(capsys, *argv):
+    code = pa.main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def one_line_error(capsys, *argv, expect):
+    code, err = run_main(capsys, *argv)
+    assert code == 2 and err.startswith("error:") and "\n" not in err, err
+    assert "Traceback" not in err and expect in err, err
+    return err
+
+
+# ---- command line: bad input is one line, no traceback -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["--env", "NoSuchEnv-v0"], "unknown env"),
+        (["--env", "Pendulum-v1"], "Discrete actions"),
+        (["--env", "FrozenLake-v1"], "flat Box observation"),
+        (["--algo", "sac"], "invalid choice"),
+        (["--group-size", "0"], "--group-size must be a positive integer"),
+        (["--num-groups", "-1"], "--num-groups must be a positive integer"),
+        (["--iterations", "0"], "--iterations must be a positive integer"),
+        (["--lr", "0"], "--lr must be a positive number"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--temp-start", "-1"], "--temp-start must be a finite number >= 0"),
+        (["--temp-end", "-0.1"], "--temp-end must be a finite number >= 0"),
+        (["--temp-start", "0.5", "--temp-end", "0"], "cannot reach or leave 0"),
+        (["--algo", "err", "--temp-start", "0"], "cannot reach or leave 0"),
+        (["--algo", "grouped", "--temp-start", "0", "--temp-end", "0"], "needs a temperature > 0"),
+        (["--algo", "grouped", "--group-size", "1"], "--group-size must be >= 2"),
+        (["--algo", "value", "--path-length", "-1"], "--path-length must be >= 0"),
+        (["--algo", "err", "--centre-residuals"], "changes --algo value only"),
+        (["--algo", "grouped", "--policy-steps", "5"], "--policy-steps changes --algo value"),
+        (["--iterations", "two"], "invalid int value"),
+        (["--validate"], "add --load-model"),
+        (["--env", "Tree-v0", "--render", "video"], "cannot --render video"),
+    ],
+)
+def test_bad_arguments_give_one_clear_line(capsys, tmp_path, argv, expect):
+    one_line_error(capsys, *argv, "--out", str(tmp_path / "run"), expect=expect)
+    assert not (tmp_path / "run").exists()  # nothing created for a refused run
+
+
+def test_a_real_process_reports_bad_input_without_traceback(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "policy_annealing.py"),
+            "--env",
+            "NoSuchEnv-v0",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "unknown env" in result.stderr
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cartpole")
+    pa.train(config(**SMOKE), run_dir)
+    return run_dir
+
+
+def test_bad_checkpoints_give_one_clear_line(capsys, tmp_path, cartpole_run):
+    checkpoint = cartpole_run / "checkpoint.pt"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:300])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(2000))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    validate = ["--validate", "--eval-episodes", "2", "--load-model"]
+    one_line_error(capsys, *validate, str(tmp_path / "missing.pt"), expect="no such file")
+    one_line_error(capsys, *validate, str(truncated), expect="corrupt or truncated")
+    one_line_error(capsys, *validate, str(garbage), expect="corrupt or truncated")
+    one_line_error(capsys, *validate, str(foreign), expect="not a policy-annealing checkpoint")
+    one_line_error(
+        capsys,
+        *validate,
+        str(checkpoint),
+        "--env",
+        "LunarLander-v3",
+        expect="does not fit this env",
+    )
+    one_line_error(
+        capsys,
+        "--env",
+        "LunarLander-v3",
+        "--load-model",
+        str(checkpoint),
+        "--out",
+        str(tmp_path / "x"),
+        expect="does not fit this env",
+    )
+    code, _ = run_main(capsys, *validate, str(checkpoint))
+    assert code == 0
+
+
+def test_checkpoint_round_trip_reproduces_the_final_greedy_evaluation(tmp_path):
+    """--validate on the saved checkpoint sees the same episodes (same evaluation seeds) and
+    must get exactly the returns the run itself measured with its in-memory policy."""
+    cfg = config(**{**SMOKE, "iterations": 3, "final_eval_episodes": 4, "eval_episodes": 4})
+    summary = pa.train(cfg, tmp_path)["summary"]
+    returns = validate_model(dataclasses.replace(cfg, load_model=str(tmp_path / "checkpoint.pt")))
+    assert len(returns) == 4
+    assert float(returns.mean()) == summary["final_eval"]["greedy"]["mean"]
+    assert float(returns.std()) == summary["final_eval"]["greedy"]["std"]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    """The third update's loss turns nan: the run stops with a message naming it, and the
+    checkpoint of iteration 2 stays, loadable and finite."""
+    real_update, real_loss, updates = pa.update_grouped, pa.grouped_loss, []
+
+    def counting_update(*args):
+        updates.append(1)
+        return real_update(*args)
+
+    def poisoned_loss(*args):
+        return real_loss(*args) * (float("nan") if len(updates) >= 3 else 1.0)
+
+    monkeypatch.setitem(pa.UPDATES, "grouped", counting_update)
+    monkeypatch.setattr(pa, "grouped_loss", poisoned_loss)
+    cfg = config(**{**SMOKE, "iterations": 5, "clip_eps": 0.0})
+    experiment = pa.train(cfg, tmp_path)
+    assert "nan" in experiment["summary"]["error"] and len(experiment["history"]) == 2
+    checkpoint = run_io.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert checkpoint["state"]["iteration"] == 2
+    assert all(torch.isfinite(t).all() for t in checkpoint["agent"].values())
+
+
+# ---- run directories and --resume ----------------------------------------------------------------
+
+
+def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(capsys, tmp_path, cartpole_run):
+    one_line_error(capsys, "--out", str(cartpole_run), expect="already holds a run")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("experiment.json", "checkpoint.pt"):
+        (copy / name).write_bytes((cartpole_run / name).read_bytes())
+    code, _ = run_main(
+        capsys,
+        "--out",
+        str(copy),
+        "--overwrite",
+        "--iterations",
+        "1",
+        "--num-groups",
+        "2",
+        "--group-size",
+        "2",
+        "--optim-steps",
+        "1",
+        "--quiet",
+        "--eval-episodes",
+        "2",
+    )
+    assert code == 0 and len(json.loads((copy / "experiment.json").read_text())["history"]) == 1
+
+
+def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
+    capsys, tmp_path, cartpole_run
+):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("experiment.json", "checkpoint.pt"):
+        (copy / name).write_bytes((cartpole_run / name).read_bytes())
+    one_line_error(capsys, "--resume", str(copy), "--lr", "0.1", expect="drop --lr")
+    code, _ = run_main(capsys, "--resume", str(copy), "--iterations", "3", "--quiet")
+    experiment = json.loads((copy / "experiment.json").read_text())
+    assert code == 0 and [r["iteration"] for r in experiment["history"]] == [1, 2, 3]
+    saved = json.loads((cartpole_run / "experiment.json").read_text())["config"]
+    changed = {k for k, v in experiment["config"].items() if saved.get(k) != v}
+    assert changed <= {"iterations", "resume", "quiet", "out", "versions"}, changed
+
+
+def test_resuming_a_checkpoint_of_one_adam_group_gives_one_clear_line(capsys, tmp_path):
+    """Before --value-lr, value and err runs kept policy and V in one Adam group."""
+    pa.train(config(algo="value", **SMOKE), tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    policy_group, value_group = checkpoint["optimizer"]["param_groups"]
+    policy_group["params"] += value_group["params"]
+    checkpoint["optimizer"]["param_groups"] = [policy_group]
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    one_line_error(capsys, "--resume", str(tmp_path), "--iterations", "3", expect="--overwrite")
+
+
+def test_a_death_between_the_two_writes_resumes_consistently(capsys, tmp_path, monkeypatch):
+    """experiment.json is written before checkpoint.pt: a process killed between them leaves the
+    checkpoint one iteration behind, and --resume drops the extra record."""
+    real = {name: getattr(run_io, name) for name in ("write_json", "save_checkpoint")}
+    writes = []
+
+    def dying(name):  # the fourth write is iteration 2's second: the process dies before it
+        def write(*args):
+            writes.append(name)
+            if len(writes) == 4:
+                raise RuntimeError("killed")
+            return real[name](*args)
+
+        return write
+
+    for name in real:
+        monkeypatch.setattr(run_io, name, dying(name))
+    with pytest.raises(RuntimeError):
+        pa.train(config(**{**SMOKE, "iterations": 3}), tmp_path)
+    for name in real:
+        monkeypatch.setattr(run_io, name, real[name])
+    code, _ = run_main(capsys, "--resume", str(tmp_path), "--quiet")
+    history = json.loads((tmp_path / "experiment.json").read_text())["history"]
+    assert code == 0 and [r["iteration"] for r in history] == [1, 2, 3]
+
+
+# ---- signals -------------------------------------------------------------------------------------
+
+
+def test_an_interrupt_in_the_first_iteration_keeps_nothing_and_says_so(
+    capsys, tmp_path, monkeypatch
+):
+    real_sample = pa.sample_episodes
+
+    def interrupted(*args, **kwargs):
+        run_io.STOP_SIGNALS.append(signal.SIGINT)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(pa, "sample_episodes", interrupted)
+    code, err = run_main(capsys, *SMOKE_ARGS, "--out", str(tmp_path / "run"))
+    assert code == 128 + signal.SIGINT and "nothing kept" in err and "--overwrite" in err
+    monkeypatch.setattr(pa, "sample_episodes", real_sample)
+    one_line_error(capsys, "--resume", str(tmp_path / "run"), expect="no checkpoint.pt")
+    # a signal from that run does not stop the next one in the same process; without --quiet
+    # it ends with its summary line
+    next_run = [arg for arg in SMOKE_ARGS if arg != "--quiet"] + ["--out", str(tmp_path / "next")]
+    assert pa.main(next_run) == 0
+    out = capsys.readouterr().out
+    assert "CartPole-v1 grouped seed 0: not solved; final return" in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_keeps_completed_iterations_and_resume_continues_identically(tmp_path, sig):
+    args = [
+        "--iterations",
+        "25",
+        "--num-groups",
+        "2",
+        "--group-size",
+        "2",
+        "--optim-steps",
+        "20",
+        "--eval-every",
+        "5",
+        "--eval-episodes",
+        "2",
+        "--seed",
+        "3",
+        "--quiet",
+    ]
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "policy_annealing.py"), *args, "--out", str(run_dir)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    experiment_path = run_dir / "experiment.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait (by polling, not sleeping blind) for 3 iterations
+        try:
+            if len(json.loads(experiment_path.read_text())["history"]) >= 3:
+                break
+        except (OSError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.01)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + sig, err
+    assert "Traceback" not in err and "--resume" in err
+    experiment = json.loads(experiment_path.read_text())  # valid JSON
+    kept = experiment["summary"]["iterations"]
+    assert 3 <= kept < 25 and len(experiment["history"]) == kept
+    assert run_io.load_checkpoint(run_dir / "checkpoint.pt")["state"]["iteration"] == kept
+    resumed = subprocess.run(
+        [sys.executable, str(HERE / "policy_annealing.py"), "--resume", str(run_dir), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    cfg = pa.config_from_args(pa.build_parser().parse_args(args))
+    # a shorter final evaluation than the subprocess's: it is not part of the history
+    uninterrupted = pa.train(dataclasses.replace(cfg, final_eval_episodes=2), tmp_path / "straight")
+    final = json.loads(experiment_path.read_text())
+    assert without_wall_time(final["history"]) == without_wall_time(uninterrupted["history"])

@@ -1,0 +1,29 @@
+"""What test_policy_annealing.py and test_run_io.py share: a checked Config with fast evaluation
+settings, the smallest training run, and --validate as the command line runs it."""
+
+import gymnasium as gym
+
+import policy_annealing as pa
+import run_io
+
+
+def config(env="CartPole-v1", algo="grouped", **overrides):
+    values = pa.defaults_for(env, algo)
+    values.update(env=env, algo=algo, eval_episodes=2, final_eval_episodes=2, quiet=True)
+    values.update(overrides)
+    cfg = pa.Config(**values)
+    pa.check_config(cfg)
+    return cfg
+
+
+def validate_model(cfg):  # what --validate runs
+    return run_io.validate_model(
+        cfg, pa.make_agent(cfg, gym.make(cfg.env, **cfg.env_kwargs), False), pa.evaluate
+    )
+
+
+def without_wall_time(history):
+    return [{k: v for k, v in record.items() if k != "wall_time"} for record in history]
+
+
+SMOKE = dict(iterations=2, num_groups=2, group_size=2, optim_steps=3, eval_every=1)
