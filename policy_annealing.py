@@ -514,25 +514,25 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
     """Sample a seed-grouped batch, update, evaluate, record; until --iterations, a confirmed
     solve (with --stop-when-solved) or a budget.  Writes into `out` (default: cfg.out, else a
     fresh runs/<env>-<algo>-s<seed>-<time>/).  Returns the agent and what experiment.json holds."""
-    run_dir = run_io.run_directory(dataclasses.replace(cfg, out=str(out or cfg.out)))
-    cfg = dataclasses.replace(cfg, out=str(run_dir))
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(cfg.threads)
     envs = run_io.make_envs(cfg, cfg.num_groups * cfg.group_size)
+    agent = make_agent(cfg, envs[0], with_value=cfg.algo != "grouped")
+    if cfg.load_model:  # a warm start, checked before anything is written
+        saved = run_io.load_checkpoint(cfg.load_model, shapes=run_io.shapes_of(agent.state_dict()))
+        agent.load_state_dict(saved["agent"], strict=False)  # V too, when it has one that fits
+    run_dir = run_io.run_directory(dataclasses.replace(cfg, out=str(out or cfg.out)))
+    cfg = dataclasses.replace(cfg, out=str(run_dir))
     eval_envs = run_io.make_envs(cfg, cfg.eval_episodes, run_dir)  # --render: each one's first
     threshold = envs[0].spec.reward_threshold if envs[0].spec else None
     confirm_envs = run_io.make_envs(cfg, cfg.confirm_episodes if threshold is not None else 0)
     exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
-    agent = make_agent(cfg, envs[0], with_value=cfg.algo != "grouped")
     lrs = [cfg.lr, cfg.value_lr or cfg.lr][: 1 + (agent.value is not None)]  # PCL's eta_pi, eta_v
     nets = zip([agent.policy, agent.value], lrs, strict=False)  # grouped: no value net
     optimizer = torch.optim.Adam([dict(params=net.parameters(), lr=lr) for net, lr in nets])
     seed_rng = np.random.default_rng(cfg.seed)  # env seeds of training batches
     action_generator = torch.Generator().manual_seed(cfg.seed)  # actions and minibatch order
-    if cfg.load_model:  # a warm start: the policy (and V, when it fits) of another run
-        saved = run_io.load_checkpoint(cfg.load_model, shapes=run_io.shapes_of(agent.state_dict()))
-        agent.load_state_dict(saved["agent"], strict=False)
     run = run_io.Run(cfg, run_dir)
     if run.checkpoint:  # --resume: the run goes on exactly where its checkpoint left it
         agent.load_state_dict(run.checkpoint["agent"])
@@ -596,13 +596,13 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
         start = time.perf_counter()
         final_eval = final_evaluation(agent, cfg)
         run.state["eval_time"] += time.perf_counter() - start
+        eval_envs[0].close()  # with --render video, this saves the last video
     except run_io.Interrupted:
         error = stop = "interrupted"
     except FloatingPointError as exc:  # the checkpoint of the last good iteration stays
         error = f"{exc} at iteration {run.state['iteration'] + 1}; checkpoint.pt keeps the one "
         error += "before. Lower --lr or --optim-steps, or raise --temp-start"
         stop = "error"
-    eval_envs[0].close()  # with --render video, this saves the last video
     return agent, run.finish(solved, threshold, stop, error, final_eval)
 
 

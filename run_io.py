@@ -298,8 +298,9 @@ class ProgressBar:
             self.key, total, unit = "wall_time", round(60 * cfg.max_minutes), " s"
         self.evaluation = "-"
         shape = "{l_bar}{bar}| {n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}{postfix}]"
+        scale = self.key == "env_steps"
         self.bar = tqdm(total=total, initial=min(state[self.key], total), unit=unit,
-                        unit_scale=self.key == "env_steps", disable=cfg.quiet, bar_format=shape)  # fmt: skip
+                        unit_scale=scale, disable=cfg.quiet, bar_format=shape)  # fmt: skip
 
     def show(self, record: dict) -> None:
         if record["eval_return"] is not None:
@@ -367,11 +368,13 @@ class Interrupted(Exception):
 
 
 STOP_SIGNALS = []  # the signals received inside `stop_on_signals`
+DEFERRING = []  # non-empty inside deferred_signals
 
 
 def _stop(received: int, _frame) -> None:
     STOP_SIGNALS.append(received)
-    raise Interrupted
+    if not DEFERRING:
+        raise Interrupted
 
 
 @contextlib.contextmanager
@@ -389,11 +392,13 @@ def stop_on_signals():
 
 @contextlib.contextmanager
 def deferred_signals():
-    """Files are never written by halves: SIGINT and SIGTERM wait (blocked by the kernel) until
-    the block ends, then arrive, so Interrupted is raised after it."""
-    stopping = {signal.SIGINT, signal.SIGTERM}
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    """Files are never written by halves: a signal that arrives inside raises Interrupted only
+    once the block is done."""
+    received = len(STOP_SIGNALS)
+    DEFERRING.append(True)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        DEFERRING.pop()
+    if len(STOP_SIGNALS) > received:
+        raise Interrupted

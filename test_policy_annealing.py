@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import policy_annealing as pa
 import tree_env
-from testing_helpers import SMOKE, config, validate_model, without_wall_time
+from testing_helpers import SMOKE, config, train, validate_model, without_wall_time
 
 F64 = torch.float64  # exactness is asserted in float64; networks stay float32
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -768,7 +768,7 @@ def test_update_starts_from_the_behaviour_log_probs(tmp_path, monkeypatch, algo)
 
     update = pa.UPDATES[algo]
     monkeypatch.setitem(pa.UPDATES, algo, checked)
-    pa.train(config(algo=algo, **SMOKE), tmp_path)
+    train(config(algo=algo, **SMOKE), tmp_path)
     assert seen[0][0] == 0 and seen[1][0] > 0  # the second batch saw a fitted normaliser
     assert all(difference < 1e-5 for _, difference in seen)
 
@@ -781,7 +781,7 @@ def test_update_starts_from_the_behaviour_log_probs(tmp_path, monkeypatch, algo)
 @pytest.mark.parametrize("algo", ["grouped", "value", "err"])
 def test_smoke_run_records_and_checkpoints(tmp_path, env, algo):
     cfg = config(env, algo, **SMOKE)
-    experiment = pa.train(cfg, tmp_path)
+    experiment = train(cfg, tmp_path)
     history, summary = experiment["history"], experiment["summary"]
     assert [r["iteration"] for r in history] == [1, 2]
     assert all(math.isfinite(r["loss"]) and r["eval_return"] is not None for r in history)
@@ -801,7 +801,7 @@ def test_value_lr_is_the_value_nets_step_and_decays_with_lr(tmp_path, algo):
     policy at lr 1e-7 barely moves while V at 1e-2 does."""
     cfg = config(algo=algo, **SMOKE, lr=1e-7, value_lr=1e-2, lr_decay=True)
     before = pa.make_agent(cfg, gym.make(cfg.env), with_value=True).state_dict()
-    pa.train(cfg, tmp_path)
+    train(cfg, tmp_path)
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     after = checkpoint["agent"]
 
@@ -819,7 +819,7 @@ def test_value_lr_is_the_value_nets_step_and_decays_with_lr(tmp_path, algo):
 @pytest.mark.parametrize("algo", ["grouped", "value", "err"])
 def test_same_seed_same_history_other_seed_other_history(tmp_path, algo):
     runs = [
-        pa.train(config(algo=algo, seed=seed, **SMOKE), tmp_path / str(i))
+        train(config(algo=algo, seed=seed, **SMOKE), tmp_path / str(i))
         for i, seed in enumerate([5, 5, 6])
     ]
     first, again, other = (without_wall_time(run["history"]) for run in runs)
@@ -830,9 +830,9 @@ def test_same_seed_same_history_other_seed_other_history(tmp_path, algo):
 
 @pytest.mark.slow
 def test_budgets_stop_a_run_after_the_iteration_that_spends_them(tmp_path):
-    by_minutes = pa.train(config(**{**SMOKE, "iterations": 5}, max_minutes=1e-9), tmp_path / "m")
+    by_minutes = train(config(**{**SMOKE, "iterations": 5}, max_minutes=1e-9), tmp_path / "m")
     assert by_minutes["summary"]["iterations"] == 1 and by_minutes["summary"]["error"] is None
-    by_steps = pa.train(config(**{**SMOKE, "iterations": 50}, max_env_steps=300), tmp_path / "s")
+    by_steps = train(config(**{**SMOKE, "iterations": 50}, max_env_steps=300), tmp_path / "s")
     steps = [record["env_steps"] for record in by_steps["history"]]
     assert len(steps) > 1 and steps[-1] >= 300 > steps[-2]
 
@@ -855,7 +855,7 @@ def test_a_crossing_counts_only_when_fresh_episodes_confirm_it(tmp_path, monkeyp
 
     monkeypatch.setattr(pa, "evaluate", scripted)
     cfg = config(**{**SMOKE, "iterations": 5}, stop_when_solved=True, confirm_episodes=7)
-    summary = pa.train(cfg, tmp_path)["summary"]
+    summary = train(cfg, tmp_path)["summary"]
     assert [(c["iteration"], c["confirm_return"]) for c in summary["crossings"]] == [
         (1, 400.0),
         (2, 480.0),
@@ -917,7 +917,7 @@ def test_evaluation_seeds_never_overlap_training_seeds(tmp_path, monkeypatch):
         return real_sample(envs, agent, seeds, group_size, generator, greedy)
 
     monkeypatch.setattr(pa, "sample_episodes", recording)
-    pa.train(config(**{**SMOKE, "iterations": 4}), tmp_path)
+    train(config(**{**SMOKE, "iterations": 4}), tmp_path)
     assert len(used["train"]) == 4 * SMOKE["num_groups"] and len(used["eval"]) > 4
     assert not used["train"] & used["eval"]
     assert max(used["train"]) < 2**31 <= min(used["eval"])
@@ -939,7 +939,7 @@ TREES = [dict(tree_seed=0), dict(tree_seed=1)]
         ("value", {}),
         ("err", {}),
         ("err", {"baseline": "value"}),
-        ("grouped", {"clip_eps": 0.05, "iterations": 80}),
+        ("grouped", {"trust_region": 0.05, "iterations": 80}),
         ("value", dict(path_length=1, num_groups=32)),
     ],
 )
@@ -958,7 +958,7 @@ def test_training_reaches_the_exact_boltzmann_law_on_trees(tmp_path, algo, flags
             eval_every=1000,
             **flags,
         )
-        summary = pa.train(cfg, tmp_path / f"{i}")["summary"]
+        summary = train(cfg, tmp_path / f"{i}")["summary"]
         assert summary["exact_kl"] < 0.01, (tree, summary["exact_kl"])
 
 
@@ -966,7 +966,7 @@ def test_training_reaches_the_exact_boltzmann_law_on_trees(tmp_path, algo, flags
 @pytest.mark.parametrize("tree", TREES)
 def test_plain_pg_does_not_reach_the_boltzmann_law(tmp_path, capsys, tree):
     cfg = config("Tree-v0", "err", temp_start=0.0, temp_end=0.0, env_kwargs=tree, eval_every=1000)
-    agent_run = pa.train(cfg, tmp_path)
+    agent_run = train(cfg, tmp_path)
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     env = gym.make("Tree-v0", **tree)
     agent = pa.make_agent(cfg, env, with_value=True)
@@ -1012,7 +1012,7 @@ def test_without_seed_groups_grouped_annealing_learns_the_wrong_law(tmp_path):
             eval_episodes=2,
             final_eval_episodes=2,
         )
-        pa.train(cfg, tmp_path / str(cfg.seed_groups))
+        train(cfg, tmp_path / str(cfg.seed_groups))
         env = gym.make("Tree-v0", **tree)
         agent = pa.make_agent(cfg, env, with_value=False)
         agent.load_state_dict(

@@ -16,7 +16,7 @@ import torch
 
 import policy_annealing as pa
 import run_io
-from testing_helpers import SMOKE, config, validate_model, without_wall_time
+from testing_helpers import SMOKE, config, train, validate_model, without_wall_time
 
 HERE = Path(__file__).parent
 
@@ -62,8 +62,16 @@ def one_line_error(capsys, *argv, expect):
         (["--algo", "grouped", "--temp-start", "0", "--temp-end", "0"], "needs a temperature > 0"),
         (["--algo", "grouped", "--group-size", "1"], "--group-size must be >= 2"),
         (["--algo", "value", "--path-length", "-1"], "--path-length must be >= 0"),
-        (["--algo", "err", "--centre-residuals"], "changes --algo value only"),
-        (["--algo", "grouped", "--policy-steps", "5"], "--policy-steps changes --algo value"),
+        (["--algo", "err", "--centre-residuals"], "is an option of --algo value;"),
+        (["--algo", "grouped", "--policy-steps", "5"], "--policy-steps is an option of --algo"),
+        (["--algo", "grouped", "--entropy-bonus", "0.1"], "drop it for --algo grouped"),
+        (["--algo", "grouped", "--path-length", "3"], "--path-length is an option of"),
+        (["--algo", "err", "--path-length", "2"], "drop it for --algo err"),
+        (["--algo", "value", "--minibatches", "7"], "--minibatches is an option of --algo err"),
+        (["--algo", "value", "--baseline", "group"], "--baseline is an option of --algo err"),
+        (["--algo", "value", "--trust-region", "0.1"], "--algo grouped; drop it"),
+        (["--algo", "grouped", "--ppo-clip", "0.1"], "--ppo-clip is an option of --algo err"),
+        (["--algo", "err", "--ppo-clip", "0"], "--ppo-clip must be a positive number"),
         (["--iterations", "two"], "invalid int value"),
         (["--validate"], "add --load-model"),
         (["--env", "Tree-v0", "--render", "video"], "cannot --render video"),
@@ -98,7 +106,7 @@ def test_a_real_process_reports_bad_input_without_traceback(tmp_path):
 @pytest.fixture(scope="module")
 def cartpole_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cartpole")
-    pa.train(config(**SMOKE), run_dir)
+    train(config(**SMOKE), run_dir)
     return run_dir
 
 
@@ -112,8 +120,9 @@ def test_bad_checkpoints_give_one_clear_line(capsys, tmp_path, cartpole_run):
     torch.save({"weights": torch.zeros(3)}, foreign)
     validate = ["--validate", "--eval-episodes", "2", "--load-model"]
     one_line_error(capsys, *validate, str(tmp_path / "missing.pt"), expect="no such file")
-    one_line_error(capsys, *validate, str(truncated), expect="corrupt or truncated")
-    one_line_error(capsys, *validate, str(garbage), expect="corrupt or truncated")
+    for broken in (truncated, garbage):  # one line for a user, no exception's name in it
+        err = one_line_error(capsys, *validate, str(broken), expect="corrupt or truncated")
+        assert "Error" not in err, err
     one_line_error(capsys, *validate, str(foreign), expect="not a policy-annealing checkpoint")
     one_line_error(
         capsys,
@@ -133,15 +142,22 @@ def test_bad_checkpoints_give_one_clear_line(capsys, tmp_path, cartpole_run):
         str(tmp_path / "x"),
         expect="does not fit this env",
     )
+    assert not (tmp_path / "x").exists()  # a refused warm start leaves no run directory
     code, _ = run_main(capsys, *validate, str(checkpoint))
     assert code == 0
+
+
+def test_validate_takes_the_env_the_checkpoint_was_trained_on(capsys, tmp_path):
+    train(config("Tree-v0", **SMOKE, env_kwargs={"tree_seed": 1}), tmp_path)
+    assert pa.main(["--validate", "--load-model", str(tmp_path / "checkpoint.pt")]) == 0
+    assert "Tree-v0: greedy return" in capsys.readouterr().out
 
 
 def test_checkpoint_round_trip_reproduces_the_final_greedy_evaluation(tmp_path):
     """--validate on the saved checkpoint sees the same episodes (same evaluation seeds) and
     must get exactly the returns the run itself measured with its in-memory policy."""
     cfg = config(**{**SMOKE, "iterations": 3, "final_eval_episodes": 4, "eval_episodes": 4})
-    summary = pa.train(cfg, tmp_path)["summary"]
+    summary = train(cfg, tmp_path)["summary"]
     returns = validate_model(dataclasses.replace(cfg, load_model=str(tmp_path / "checkpoint.pt")))
     assert len(returns) == 4
     assert float(returns.mean()) == summary["final_eval"]["greedy"]["mean"]
@@ -162,8 +178,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
 
     monkeypatch.setitem(pa.UPDATES, "grouped", counting_update)
     monkeypatch.setattr(pa, "grouped_loss", poisoned_loss)
-    cfg = config(**{**SMOKE, "iterations": 5, "clip_eps": 0.0})
-    experiment = pa.train(cfg, tmp_path)
+    cfg = config(**{**SMOKE, "iterations": 5, "trust_region": 0.0})
+    experiment = train(cfg, tmp_path)
     assert "nan" in experiment["summary"]["error"] and len(experiment["history"]) == 2
     checkpoint = run_io.load_checkpoint(tmp_path / "checkpoint.pt")
     assert checkpoint["state"]["iteration"] == 2
@@ -175,6 +191,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
 
 def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(capsys, tmp_path, cartpole_run):
     one_line_error(capsys, "--out", str(cartpole_run), expect="already holds a run")
+    (tmp_path / "a-file").write_text("")
+    one_line_error(capsys, "--out", str(tmp_path / "a-file"), expect="is a file")
+    one_line_error(capsys, "--out", str(cartpole_run.parent), expect="holds other files")
     copy = tmp_path / "copy"
     copy.mkdir()
     for name in ("experiment.json", "checkpoint.pt"):
@@ -217,7 +236,7 @@ def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
 
 def test_resuming_a_checkpoint_of_one_adam_group_gives_one_clear_line(capsys, tmp_path):
     """Before --value-lr, value and err runs kept policy and V in one Adam group."""
-    pa.train(config(algo="value", **SMOKE), tmp_path)
+    train(config(algo="value", **SMOKE), tmp_path)
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     policy_group, value_group = checkpoint["optimizer"]["param_groups"]
     policy_group["params"] += value_group["params"]
@@ -244,7 +263,7 @@ def test_a_death_between_the_two_writes_resumes_consistently(capsys, tmp_path, m
     for name in real:
         monkeypatch.setattr(run_io, name, dying(name))
     with pytest.raises(RuntimeError):
-        pa.train(config(**{**SMOKE, "iterations": 3}), tmp_path)
+        train(config(**{**SMOKE, "iterations": 3}), tmp_path)
     for name in real:
         monkeypatch.setattr(run_io, name, real[name])
     code, _ = run_main(capsys, "--resume", str(tmp_path), "--quiet")
@@ -261,7 +280,7 @@ def test_an_interrupt_in_the_first_iteration_keeps_nothing_and_says_so(
     real_sample = pa.sample_episodes
 
     def interrupted(*args, **kwargs):
-        run_io.STOP_SIGNALS.append(signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: Interrupted is raised here
         return real_sample(*args, **kwargs)
 
     monkeypatch.setattr(pa, "sample_episodes", interrupted)
@@ -274,7 +293,7 @@ def test_an_interrupt_in_the_first_iteration_keeps_nothing_and_says_so(
     next_run = [arg for arg in SMOKE_ARGS if arg != "--quiet"] + ["--out", str(tmp_path / "next")]
     assert pa.main(next_run) == 0
     out = capsys.readouterr().out
-    assert "CartPole-v1 grouped seed 0: not solved; final return" in out
+    assert "CartPole-v1 grouped seed 0: not solved; stopped by iterations after 1" in out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -328,6 +347,6 @@ def test_signal_keeps_completed_iterations_and_resume_continues_identically(tmp_
     assert resumed.returncode == 0, resumed.stderr
     cfg = pa.config_from_args(pa.build_parser().parse_args(args))
     # a shorter final evaluation than the subprocess's: it is not part of the history
-    uninterrupted = pa.train(dataclasses.replace(cfg, final_eval_episodes=2), tmp_path / "straight")
+    uninterrupted = train(dataclasses.replace(cfg, final_eval_episodes=2), tmp_path / "straight")
     final = json.loads(experiment_path.read_text())
     assert without_wall_time(final["history"]) == without_wall_time(uninterrupted["history"])

@@ -6,7 +6,8 @@ import pytest
 
 import policy_annealing as pa
 import run_io
-from test_policy_annealing import SMOKE, config, one_line_error, run_main, without_wall_time
+from test_run_io import one_line_error, run_main
+from testing_helpers import SMOKE, config, train, without_wall_time
 
 SCHEDULED = dict(SMOKE, temp_start=0.8, temp_end=0.1, lr_decay=True)
 
@@ -31,7 +32,7 @@ def test_budget_progress_runs_from_0_to_1_over_the_budget_that_ends_the_run(budg
 
 
 def test_temperature_starts_at_temp_start_ends_at_temp_end_and_falls_monotonically(tmp_path):
-    history = pa.train(config(**{**SCHEDULED, "iterations": 6}), tmp_path)["history"]
+    history = train(config(**{**SCHEDULED, "iterations": 6}), tmp_path)["history"]
     temperatures = recorded(history)
     assert len(temperatures) == 6 and temperatures[0] == 0.8
     assert temperatures[-1] == pytest.approx(0.1, rel=1e-12)
@@ -40,7 +41,7 @@ def test_temperature_starts_at_temp_start_ends_at_temp_end_and_falls_monotonical
 
 def test_a_step_budget_sets_the_schedule_not_iterations_it_never_reaches(tmp_path):
     cfg = config(**{**SCHEDULED, "iterations": 1000}, max_env_steps=400)
-    history = pa.train(cfg, tmp_path)["history"]
+    history = train(cfg, tmp_path)["history"]
     steps_before = [0] + recorded(history, "env_steps")[:-1]
     expected = [0.8 * (0.1 / 0.8) ** (steps / 400) for steps in steps_before]
     assert recorded(history) == pytest.approx(expected, rel=1e-12)
@@ -51,7 +52,7 @@ def test_a_step_budget_sets_the_schedule_not_iterations_it_never_reaches(tmp_pat
 
 def test_resume_continues_the_schedules_exactly(tmp_path, monkeypatch):
     cfg = config(**{**SCHEDULED, "iterations": 5}, out=str(tmp_path / "run"))
-    straight = pa.train(cfg, tmp_path / "straight")
+    straight = train(cfg, tmp_path / "straight")
     real_sample, calls = pa.sample_episodes, []
 
     def interrupted_in_the_fourth(*args, **kwargs):  # after three whole iterations
@@ -61,11 +62,11 @@ def test_resume_continues_the_schedules_exactly(tmp_path, monkeypatch):
         return real_sample(*args, **kwargs)
 
     monkeypatch.setattr(pa, "sample_episodes", interrupted_in_the_fourth)
-    stopped = pa.train(cfg, tmp_path / "run")
+    stopped = train(cfg, tmp_path / "run")
     assert stopped["summary"]["error"] == "interrupted" and len(stopped["history"]) == 3
     monkeypatch.setattr(pa, "sample_episodes", real_sample)
     resumed_cfg = pa.config_from_args(pa.build_parser().parse_args(["--resume", cfg.out]))
-    resumed = pa.train(resumed_cfg, tmp_path / "run")
+    resumed = train(resumed_cfg, tmp_path / "run")
     assert without_wall_time(resumed["history"]) == without_wall_time(straight["history"])
     assert recorded(resumed["history"])[-1] == pytest.approx(0.1, rel=1e-12)
 

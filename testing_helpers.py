@@ -1,10 +1,7 @@
 """What test_policy_annealing.py and test_run_io.py share: a checked Config with fast evaluation
 settings, the smallest training run, and --validate as the command line runs it."""
 
-import gymnasium as gym
-
 import policy_annealing as pa
-import run_io
 
 
 def config(env="CartPole-v1", algo="grouped", **overrides):
@@ -17,9 +14,11 @@ def config(env="CartPole-v1", algo="grouped", **overrides):
 
 
 def validate_model(cfg):  # what --validate runs
-    return run_io.validate_model(
-        cfg, pa.make_agent(cfg, gym.make(cfg.env, **cfg.env_kwargs), False), pa.evaluate
-    )
+    return pa.validate(cfg)
+
+
+def train(cfg, out):  # the run's record; the agent it returns first is not needed here
+    return pa.train(cfg, out)[1]
 
 
 def without_wall_time(history):

@@ -50,7 +50,7 @@ def main(env_id, algo, seed):
     pa.check_config(cfg)
     profiler = cProfile.Profile()
     profiler.enable()
-    summary = pa.train(cfg, Path(tempfile.mkdtemp()))["summary"]
+    summary = pa.train(cfg, Path(tempfile.mkdtemp()))[1]["summary"]
     profiler.disable()
     stats = pstats.Stats(profiler)
     steps = summary["env_steps"]

@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as out:
         args = pa.build_parser().parse_args([*argv, "--quiet", "--out", out])
         cfg = pa.config_from_args(args)
-        summary = pa.train(cfg, Path(out))["summary"]
+        summary = pa.train(cfg, Path(out))[1]["summary"]
     solved = summary.get("solved_iteration")
     print(f"{len(measured)} updates, first confirmed solve at iteration {solved}")
     if solved is None:

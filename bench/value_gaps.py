@@ -37,7 +37,9 @@ def run_gaps(flags: list[str], seed: int) -> list[dict]:
     try:
         with tempfile.TemporaryDirectory() as out:
             args = [*flags, "--algo", "value", "--seed", str(seed), "--quiet", "--out", out]
-            history = pa.train(pa.config_from_args(pa.build_parser().parse_args(args)), Path(out))
+            history = pa.train(pa.config_from_args(pa.build_parser().parse_args(args)), Path(out))[
+                1
+            ]
     finally:
         pa.UPDATES["value"] = update
     evals = [record["eval_return"] for record in history["history"]]  # one per iteration
