@@ -10,6 +10,10 @@ out."""
 import dataclasses
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -20,8 +24,17 @@ from hypothesis import strategies as st
 
 import policy_annealing as pa
 import tree_env
-from testing_helpers import SMOKE, config, train, validate_model, without_wall_time
+from testing_helpers import (
+    SCHEDULED,
+    SMOKE,
+    config,
+    recorded,
+    train,
+    validate_model,
+    without_wall_time,
+)
 
+HERE = Path(__file__).parent
 F64 = torch.float64  # exactness is asserted in float64; networks stay float32
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 temperatures = st.floats(1e-3, 1e2).map(float)  # LunarLander runs at T = 0.01
@@ -840,6 +853,42 @@ def test_budgets_stop_a_run_after_the_iteration_that_spends_them(tmp_path):
 # ---- evaluation, confirmation and their seeds ----------------------------------------------------
 
 
+@pytest.mark.parametrize("budget", ["iterations", "max_env_steps", "max_minutes"])
+def test_budget_progress_runs_from_0_to_1_over_the_budget_that_ends_the_run(budget):
+    given = {"iterations": 11, "max_env_steps": 2000, "max_minutes": 2.0}[budget]
+    cfg = config(**{"max_env_steps": 0, "max_minutes": 0, budget: given}, temp_start=0.5,
+                 temp_end=0.05)  # fmt: skip
+    start = dict(iteration=0, env_steps=0, wall_time=0.0)
+    end = dict(iteration=10, env_steps=2000, wall_time=120.0)
+    halfway = dict(iteration=5, env_steps=1000, wall_time=60.0)
+    assert pa.budget_progress(cfg, start) == 0 and pa.budget_progress(cfg, end) == 1
+    assert pa.budget_progress(cfg, halfway) == pytest.approx(0.5)
+    assert pa.temperature_at(cfg, 0.0) == 0.5
+    assert pa.temperature_at(cfg, 1.0) == pytest.approx(0.05, rel=1e-12)
+    assert pa.temperature_at(cfg, 0.5) == pytest.approx((0.5 * 0.05) ** 0.5)  # geometric
+
+
+@pytest.mark.slow
+def test_temperature_starts_at_temp_start_ends_at_temp_end_and_falls_monotonically(tmp_path):
+    history = train(config(**{**SCHEDULED, "iterations": 6}), tmp_path)["history"]
+    temperatures = recorded(history)
+    assert len(temperatures) == 6 and temperatures[0] == 0.8
+    assert temperatures[-1] == pytest.approx(0.1, rel=1e-12)
+    assert all(a > b for a, b in zip(temperatures, temperatures[1:], strict=False))
+
+
+@pytest.mark.slow
+def test_a_step_budget_sets_the_schedule_not_iterations_it_never_reaches(tmp_path):
+    cfg = config(**{**SCHEDULED, "iterations": 1000}, max_env_steps=400)
+    history = train(cfg, tmp_path)["history"]
+    steps_before = [0] + recorded(history, "env_steps")[:-1]
+    expected = [0.8 * (0.1 / 0.8) ** (steps / 400) for steps in steps_before]
+    assert recorded(history) == pytest.approx(expected, rel=1e-12)
+    assert history[-1]["env_steps"] >= 400 > history[-2]["env_steps"]  # the budget ended it
+    final_state = {key: history[-1][key] for key in ("iteration", "env_steps", "wall_time")}
+    assert pa.temperature_at(cfg, pa.budget_progress(cfg, final_state)) == pytest.approx(0.1)
+
+
 @pytest.mark.slow
 def test_a_crossing_counts_only_when_fresh_episodes_confirm_it(tmp_path, monkeypatch):
     """Every evaluation crosses 475; the first confirmation falls short, the second holds.  The
@@ -1107,3 +1156,22 @@ def test_bandit_annealing_settles_on_boltzmann_entropy_bonus_does_not(seed):
     assert methods["entropy_bonus"]["kl_to_target"] < 0.05
     assert methods["entropy_bonus"]["late_std"] >= 10 * methods["annealing"]["late_std"]
     assert methods["pg"]["final_probs"][2] > 0.95
+
+
+# ==== the README's Python API ===================================================================
+
+
+@pytest.mark.slow
+def test_readme_python_snippet_runs_as_written(tmp_path):
+    """The block under "### Python API", run as a user would (from another folder, the module
+    importable as after `pip install -e .`): it trains, acts, loads, and prints."""
+    readme = (HERE / "README.md").read_text()
+    snippet = readme.split("### Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    result = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    final, action, greedy = result.stdout.split()[-3:]
+    assert float(final) >= 0 and action in ("0", "1") and greedy in ("0", "1")
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert {"experiment.json", "checkpoint.pt"} <= {path.name for path in run_dir.iterdir()}

@@ -16,7 +16,15 @@ import torch
 
 import policy_annealing as pa
 import run_io
-from testing_helpers import SMOKE, config, train, validate_model, without_wall_time
+from testing_helpers import (
+    SCHEDULED,
+    SMOKE,
+    config,
+    recorded,
+    train,
+    validate_model,
+    without_wall_time,
+)
 
 HERE = Path(__file__).parent
 
@@ -232,6 +240,41 @@ def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
     saved = json.loads((cartpole_run / "experiment.json").read_text())["config"]
     changed = {k for k, v in experiment["config"].items() if saved.get(k) != v}
     assert changed <= {"iterations", "resume", "quiet", "out", "versions"}, changed
+
+
+@pytest.mark.slow
+def test_resume_continues_the_schedules_exactly(tmp_path, monkeypatch):
+    cfg = config(**{**SCHEDULED, "iterations": 5}, out=str(tmp_path / "run"))
+    straight = train(cfg, tmp_path / "straight")
+    real_sample, calls = pa.sample_episodes, []
+
+    def interrupted_in_the_fourth(*args, **kwargs):  # after three whole iterations
+        calls.append(args[3] == cfg.group_size)  # training batches; evaluations use size 1
+        if sum(calls) == 4:
+            raise run_io.Interrupted
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(pa, "sample_episodes", interrupted_in_the_fourth)
+    stopped = train(cfg, tmp_path / "run")
+    assert stopped["summary"]["error"] == "interrupted" and len(stopped["history"]) == 3
+    monkeypatch.setattr(pa, "sample_episodes", real_sample)
+    resumed_cfg = pa.config_from_args(pa.build_parser().parse_args(["--resume", cfg.out]))
+    resumed = train(resumed_cfg, tmp_path / "run")
+    assert without_wall_time(resumed["history"]) == without_wall_time(straight["history"])
+    assert recorded(resumed["history"])[-1] == pytest.approx(0.1, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_budget_that_would_bend_a_schedule(capsys, tmp_path):
+    run = tmp_path / "run"
+    run_main(capsys, "--iterations", "2", "--num-groups", "2", "--group-size", "2",
+             "--optim-steps", "1", "--eval-episodes", "2", "--confirm-episodes", "2",
+             "--final-eval-episodes", "2", "--quiet", "--temp-start", "0.5", "--temp-end", "0.1",
+             "--out", str(run))  # fmt: skip
+    one_line_error(capsys, "--resume", str(run), "--iterations", "4", expect="--iterations 2")
+    one_line_error(capsys, "--resume", str(run), "--max-env-steps", "99", expect="bend")
+    history = json.loads((run / "experiment.json").read_text())["history"]
+    assert len(history) == 2  # nothing was run or written by the refusals
 
 
 def test_resuming_a_checkpoint_of_one_adam_group_gives_one_clear_line(capsys, tmp_path):

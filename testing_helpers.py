@@ -26,3 +26,8 @@ def without_wall_time(history):
 
 
 SMOKE = dict(iterations=2, num_groups=2, group_size=2, optim_steps=3, eval_every=1)
+SCHEDULED = dict(SMOKE, temp_start=0.8, temp_end=0.1, lr_decay=True)  # T and lr both move
+
+
+def recorded(history, key="temperature"):
+    return [record[key] for record in history]
