@@ -1,0 +1,178 @@
+"""The options of a run: one Config field per flag (its default, its --help, its check, the
+algorithms that use it), the per-env defaults chosen on tuning seeds, and the checks that refuse a
+bad value or combination in one line.  policy_annealing.py reads them; the CLI is built from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+from run_io import UserError
+
+
+def option(default: object, help: str, **argparse_kwargs: object) -> dataclasses.Field:
+    """One option: its default, its --help, anything else argparse needs.  A bool is a switch:
+    --name when off by default, --no-name when on.  `must` names its check (see MUST); `algos`
+    the algorithms that use it (check_config refuses it, given, for the others)."""
+    must = {int: "a positive integer", float: "a finite number >= 0"}.get(type(default))
+    default = {"default_factory": dict} if isinstance(default, dict) else {"default": default}
+    return dataclasses.field(**default, metadata={"help": help, "must": must, **argparse_kwargs})
+
+
+@dataclasses.dataclass
+class Config:
+    env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete actions")
+    algo: str = option("grouped", "the consistency enforced", choices=("grouped", "value", "err"))
+    seed: int = option(0, "fixes env seeds, network init and action sampling", must=">= 0")
+    iterations: int = option(200, "batches to sample and train on")
+    num_groups: int = option(4, "seed groups per batch")
+    group_size: int = option(4, "episodes per group, all reset with the group's seed")
+    seed_groups: bool = option(True, "ablation: every episode its own seed, not its group's")
+    optim_steps: int = option(50, "optimizer steps per batch (err: PPO epochs)")
+    minibatches: int = option(4, "err: minibatches per epoch", algos=("err",))
+    lr: float = option(3e-3, "Adam learning rate (V: see --value-lr)", must="a positive number")
+    value_lr: float = option(
+        0.0, "Adam learning rate of V, PCL's eta_v (0: --lr)", algos=("value", "err")
+    )
+    policy_steps: int = option(
+        0, "value: pi joins V in the last N steps only (0: all)", must=">= 0", algos=("value",)
+    )
+    lr_decay: bool = option(False, "decay the learning rate linearly to 0 at the run's budget")
+    temp_start: float = option(0.5, "temperature T at the first iteration")
+    temp_end: float = option(0.5, "T at the run's budget (geometric schedule, see budget_progress)")
+    # 0.05 nats per step: neither collapse nor stall, see trust_region_targets
+    trust_region: float = option(0.05, "grouped: nats per episode step a batch may move (0: off)",
+                                 algos=("grouped",))  # fmt: skip
+    ppo_clip: float = option(0.2, "err: PPO's ratio clip", must="a positive number", algos=("err",))
+    gamma: float = option(0.99, "discount (value, err)", must="in (0, 1]", algos=("value", "err"))
+    gae_lambda: float = option(0.95, "err: GAE lambda", must="in [0, 1]", algos=("err",))
+    path_length: int = option(
+        0, "value: steps per consistency path (0 = to the end)", must=">= 0", algos=("value",)
+    )
+    centre_residuals: bool = option(
+        False, "value: pi follows residuals less their batch mean", algos=("value",)
+    )
+    baseline: str = option(
+        "value", "err: GAE with V(s), or V' - mean", choices=("value", "group"), algos=("err",)
+    )
+    entropy_bonus: float = option(
+        0.0, "err: weight of the usual H(pi) bonus (use with T = 0)", algos=("err",)
+    )
+    max_grad_norm: float = option(0.0, "gradient-norm clip, 0 = none")
+    hidden: int = option(64, "width of the two hidden layers")
+    obs_norm: bool = option(True, "feed raw observations, not normalised by running statistics")
+    eval_every: int = option(5, "evaluate every N iterations")
+    eval_episodes: int = option(32, "episodes per evaluation")
+    confirm_episodes: int = option(100, "fresh episodes that must confirm a crossing to solve")
+    final_eval_episodes: int = option(100, "episodes of the final evaluation")
+    stop_when_solved: bool = option(False, "stop at the first confirmed solve")
+    max_env_steps: int = option(0, "also stop after this many env steps (0: no limit)", must=">= 0")
+    max_minutes: float = option(0.0, "also stop after this much training time (0: no limit)")
+    threads: int = option(1, "torch threads; a seed reproduces a run only with the same count")
+    env_kwargs: dict = option({}, "JSON for gym.make, e.g. '{\"tree_seed\": 1}'", type=json.loads)
+    label: str = option("", "name of this run in plots and reports")
+    out: str = option("", "run directory (default runs/<env>-<algo>-s<seed>-<timestamp>/)")
+    overwrite: bool = option(False, "reuse an --out that already holds a run")
+    resume: str = option("", "continue the run in this directory from its last checkpoint")
+    load_model: str | None = option(
+        None, "start from (with --validate, evaluate) this checkpoint.pt"
+    )
+    validate: bool = option(False, "only evaluate --load-model, greedily")
+    render: str = option("", "show or record evaluations' 1st episode", choices=("human", "video"))
+    quiet: bool = option(False, "no progress bar and no summary line")
+
+
+# Overrides of Config's defaults per env and algo, chosen on tuning seeds (docs/experiments.md).
+# fmt: off
+DEFAULTS = {
+    "*/value": dict(num_groups=8, group_size=1),
+    "*/err": dict(num_groups=8, group_size=1, optim_steps=10, lr=1e-3, temp_start=0.05,
+                  temp_end=0.05, max_grad_norm=0.5),
+    "CartPole-v1": dict(iterations=100, eval_every=1),
+    # CartPole grouped: a few plain Adam steps a batch. Fitting each batch to convergence moved the
+    # policy as far on noise as on failures, so it never stayed solved (docs/experiments.md).
+    "CartPole-v1/grouped": dict(num_groups=2, group_size=4, temp_start=0.2, temp_end=0.2,
+                                optim_steps=5, lr=1e-3, trust_region=0.0),
+    # CartPole value: V fits a batch alone first, then the policy takes 5 small steps. Fitting the
+    # batch's residual through the policy over 50 steps made it fall after solves. T 0.2: more
+    # evaluations at 475 or more than T 0.5 (docs/experiments.md).
+    "CartPole-v1/value": dict(policy_steps=5, lr=5e-4, value_lr=3e-3, temp_start=0.2,
+                              temp_end=0.2),
+    "CartPole-v1/err": dict(num_groups=4, lr=2e-3),
+    "LunarLander-v3": dict(iterations=300, temp_start=0.1, temp_end=0.1, lr=5e-4),
+    # LunarLander value: pi 10x slower than V, or V's early error makes pi deterministic
+    # (docs/experiments.md, "Why value collapses on LunarLander").
+    "LunarLander-v3/value": dict(lr=1e-4, value_lr=1e-3),
+    # LunarLander err: many minibatch steps per sample (10 epochs x 32), long horizon (gamma
+    # 0.999, GAE 0.98 as in the RL-Zoo's PPO), a small temperature.
+    "LunarLander-v3/err": dict(iterations=1000, num_groups=8, optim_steps=10, minibatches=32,
+                               gamma=0.999, gae_lambda=0.98, temp_start=0.01, temp_end=0.01),
+    # Tree-v0: gamma = 1, so the soft-optimal policy is exactly the Boltzmann law over returns.
+    "Tree-v0": dict(obs_norm=False, eval_every=10, iterations=40, lr_decay=True, lr=5e-3,
+                    temp_start=1.0, temp_end=1.0, gamma=1.0, trust_region=0.0, num_groups=1,
+                    group_size=64),
+    "Tree-v0/value": dict(num_groups=16, group_size=1, iterations=80),
+    "Tree-v0/err": dict(baseline="group", group_size=32, optim_steps=4, minibatches=1, lr=3e-3,
+                        iterations=80),
+}
+MUST = {  # the checks an option's `must` may name
+    "a positive integer": lambda value: value >= 1, ">= 0": lambda value: value >= 0,
+    "a positive number": lambda value: value > 0 and math.isfinite(value),
+    "a finite number >= 0": lambda value: value >= 0 and math.isfinite(value),
+    "in (0, 1]": lambda value: 0 < value <= 1, "in [0, 1]": lambda value: 0 <= value <= 1,
+}
+# fmt: on
+
+
+def defaults_for(env_id: str, algo: str) -> dict:
+    """Config for this env and algo: its defaults with their overrides on top."""
+    merged = dataclasses.asdict(Config(env=env_id, algo=algo))
+    for key in (f"*/{algo}", env_id, f"{env_id}/{algo}"):
+        merged.update(DEFAULTS.get(key, {}))
+    return merged
+
+
+def check_config(cfg: Config, given: tuple | dict = ()) -> None:
+    """Every bad value or combination is one UserError that names the fix.  `given`: the options
+    the user set, refused when they belong to another algorithm (they would be ignored)."""
+    for field in dataclasses.fields(cfg):
+        must, value = field.metadata["must"], getattr(cfg, field.name)
+        if must and not MUST[must](value):
+            raise UserError(f"--{field.name.replace('_', '-')} must be {must}, got {value}")
+        algos = field.metadata.get("algos", (cfg.algo,))
+        if field.name in given and cfg.algo not in algos:
+            raise UserError(
+                f"--{field.name.replace('_', '-')} is an option of --algo {' and '.join(algos)}; "
+                f"drop it for --algo {cfg.algo}"
+            )
+    if (cfg.temp_start == 0) != (cfg.temp_end == 0):
+        raise UserError("--temp-start, --temp-end: 0 and 0, or both > 0 (cannot reach or leave 0)")
+    if cfg.algo != "err" and cfg.temp_start == 0:
+        raise UserError(f"--algo {cfg.algo} needs a temperature > 0; use --algo err for T = 0")
+    if (cfg.algo == "grouped" or cfg.baseline == "group") and cfg.group_size < 2:
+        raise UserError(f"--group-size must be >= 2 to compare episodes, got {cfg.group_size}")
+    if cfg.confirm_episodes < cfg.eval_episodes:
+        raise UserError("--confirm-episodes must be >= --eval-episodes to confirm an evaluation")
+    if cfg.validate and not cfg.load_model:
+        raise UserError("--validate evaluates a saved policy: add --load-model PATH")
+
+
+def make_config(env: str = Config.env, algo: str = Config.algo, **overrides: object) -> Config:
+    """The checked Config of this env and algo: its per-env defaults, then `overrides`."""
+    names = {field.name for field in dataclasses.fields(Config)}
+    if unknown := sorted(set(overrides) - names):
+        raise UserError(f"unknown option {unknown[0]}; see python policy_annealing.py --help")
+    cfg = Config(**{**defaults_for(env, algo), **overrides, "env": env, "algo": algo})
+    check_config(cfg, overrides)
+    return cfg
+
+
+def config_of(saved: dict) -> Config:
+    """A saved config (experiment.json, checkpoint) as a Config of this version."""
+    saved = dict(saved)
+    if "clip_eps" in saved:  # saved before the trust region and the PPO clip had a flag each
+        saved["ppo_clip" if saved["algo"] == "err" else "trust_region"] = saved.pop("clip_eps")
+    return Config(**{field.name: saved[field.name] for field in dataclasses.fields(Config)
+                     if field.name in saved})  # fmt: skip
