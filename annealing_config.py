@@ -14,7 +14,7 @@ from run_io import UserError
 
 def option(default: object, help: str, **argparse_kwargs: object) -> dataclasses.Field:
     """One option: its default, its --help, anything else argparse needs.  A bool is a switch:
-    --name when off by default, --no-name when on.  `must` names its check (see MUST); `algos`
+    --name on, --no-name off.  `must` names its check (see MUST); `algos`
     the algorithms that use it (check_config refuses it, given, for the others)."""
     must = {int: "a positive integer", float: "a finite number >= 0"}.get(type(default))
     default = {"default_factory": dict} if isinstance(default, dict) else {"default": default}
@@ -29,7 +29,7 @@ class Config:
     iterations: int = option(200, "batches to sample and train on")
     num_groups: int = option(4, "seed groups per batch")
     group_size: int = option(4, "episodes per group, all reset with the group's seed")
-    seed_groups: bool = option(True, "ablation: every episode its own seed, not its group's")
+    seed_groups: bool = option(True, "a group's episodes share its seed (--no-: the ablation)")
     optim_steps: int = option(50, "optimizer steps per batch (err: PPO epochs)")
     minibatches: int = option(4, "err: minibatches per epoch", algos=("err",))
     lr: float = option(3e-3, "Adam learning rate (V: see --value-lr)", must="a positive number")
@@ -62,7 +62,7 @@ class Config:
     )
     max_grad_norm: float = option(0.0, "gradient-norm clip, 0 = none")
     hidden: int = option(64, "width of the two hidden layers")
-    obs_norm: bool = option(True, "feed raw observations, not normalised by running statistics")
+    obs_norm: bool = option(True, "normalise observations by running statistics (--no-: raw)")
     eval_every: int = option(5, "evaluate every N iterations")
     eval_episodes: int = option(32, "episodes per evaluation")
     confirm_episodes: int = option(100, "fresh episodes that must confirm a crossing to solve")

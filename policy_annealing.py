@@ -644,9 +644,9 @@ def build_parser(env: str = Config.env, algo: str = Config.algo) -> argparse.Arg
     for field in dataclasses.fields(Config):
         flag, extra = "--" + field.name.replace("_", "-"), dict(field.metadata)
         extra.pop("must"), extra.pop("algos", None)
-        if isinstance(field.default, bool):  # a switch away from the default
-            flag = f"--no-{flag[2:]}" if field.default else flag
-            extra["action"] = "store_false" if field.default else "store_true"
+        if isinstance(field.default, bool):  # --name and --no-name
+            extra.update(action=argparse.BooleanOptionalAction)
+            extra["help"] += f" (default {'on' if defaults[field.name] else 'off'})"
         else:
             extra.setdefault("type", {int: int, float: float}.get(type(field.default), str))
             shown = extra["type"] in (int, float) or field.name in ("env", "algo", "baseline")
