@@ -16,7 +16,6 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import policy_annealing as pa  # noqa: E402
-import run_io  # noqa: E402
 
 
 def episode_frames(agent, cfg, seed, greedy, generator, every):
@@ -46,12 +45,7 @@ def main(argv=None):
     parser.add_argument("--every", type=int, default=3, help="keep every N-th frame")
     parser.add_argument("--scale", type=float, default=0.5, help="resize factor of each panel")
     args = parser.parse_args(argv)
-    checkpoint = torch.load(args.checkpoint, weights_only=True)
-    cfg = pa.Config(
-        env=checkpoint["env"], env_kwargs=checkpoint["env_kwargs"], algo=checkpoint["algo"]
-    )
-    agent = pa.make_agent(cfg, run_io.make_env(cfg), with_value=False)
-    agent.load_state_dict(run_io.load_checkpoint(args.checkpoint, agent)["agent"], strict=False)
+    agent, cfg = pa.load(args.checkpoint)
     generator = torch.Generator().manual_seed(args.seed)
     episodes = [
         (mode, *episode_frames(agent, cfg, args.seed, mode == "greedy", generator, args.every))

@@ -12,9 +12,9 @@ above or below its target.
 The run is the one policy_annealing.py would make (schedules included) up to update N, and stops
 there.  The replay is exact for `value`, for `grouped` without the trust region and for `err
 --baseline group`.  `err` with V recomputes its advantages from the moved V in each chunk, an
-approximation.  `grouped --clip-eps` (LunarLander's default) is not the run's update at all: each
-chunk recomputes the targets with a fresh budget of clip_eps nats a step, so the replay may move
-up to (steps / K) times as far as the update did.
+approximation.  `grouped --trust-region` is not the run's update at all: each chunk recomputes
+the targets with a fresh budget of --trust-region nats a step, so the replay may move up to
+(steps / K) times as far as the update did.
 """
 
 import argparse

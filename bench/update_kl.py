@@ -4,7 +4,7 @@ on.  After the first confirmed solve it splits the updates into batches whose ep
 the step limit (equal returns: only sampling noise to fit) and batches with a failure (signal).
 
     python bench/update_kl.py --seed 10                                    # CartPole grouped
-    python bench/update_kl.py --seed 10 --optim-steps 50 --lr 3e-3 --clip-eps 0.05   # the old
+    python bench/update_kl.py --seed 10 --optim-steps 50 --lr 3e-3 --trust-region 0.05   # the old
 
 It measures, it does not change the run: the history is the one policy_annealing.py writes.
 """
