@@ -7,6 +7,7 @@ are tested in test_run_io.py, report.py in test_report.py.
 Tests marked slow update or train a policy, or run the toy bandit: `make test-fast` leaves them
 out."""
 
+import copy
 import dataclasses
 import json
 import math
@@ -63,6 +64,16 @@ def test_boltzmann_log_probs_normalise_and_limit(returns, temperature):
     assume((returns == returns.max()).sum() == 1 and (returns.max() - returns).sort()[0][1] > 1e-3)
     cold = pa.boltzmann_log_probs(returns, 1e-6).exp()
     assert cold[returns.argmax()].item() == pytest.approx(1, abs=1e-12)
+
+
+def test_err_rewards_subtract_t_log_p():
+    """R' = R - T log p, by hand at T = 0.5, for a positive and a negative reward: an unlikely
+    action (log p = -3) earns 1.5, a likely one (log p = -0.5) 0.25.  At T = 0 the sign of the
+    T log p term cannot show; here R + T log p would give 0.75 and -3.5."""
+    rewards = torch.tensor([1.0, -2.0], dtype=F64)
+    log_probs = torch.tensor([-0.5, -3.0], dtype=F64)
+    assert pa.err_rewards(rewards, log_probs, 0.5).tolist() == [1.25, -0.5]
+    assert pa.err_rewards(rewards, log_probs, 0.0).tolist() == [1.0, -2.0]
 
 
 # ---- exact soft-optimal solutions of random trees ------------------------------------------------
@@ -629,6 +640,42 @@ def test_err_at_zero_temperature_is_plain_ppo(seed, gamma, lam):
     assert np.allclose(returns[mask].numpy(), (expected + values[:, :-1])[mask.numpy()], atol=1e-10)
 
 
+# ---- PPO's clipped surrogate ---------------------------------------------------------------------
+
+
+# (ratio, advantage) -> the surrogate min(r A, clip(r, 0.8, 1.2) A) and its derivative in log p,
+# by hand: where the clipped term is the smaller, the derivative is 0; elsewhere it is r A.
+CLIPPED_CASES = [
+    (1.5, 2.0, 2.4, 0.0),  # r > 1 + eps, A > 0: clipped (1.2 * 2), no gradient
+    (1.5, -2.0, -3.0, -3.0),  # r > 1 + eps, A < 0: r A is the smaller
+    (0.5, 2.0, 1.0, 1.0),  # r < 1 - eps, A > 0: r A is the smaller
+    (0.5, -2.0, -1.6, 0.0),  # r < 1 - eps, A < 0: clipped (0.8 * -2), no gradient
+    (1.1, 2.0, 2.2, 2.2),  # inside [1 - eps, 1 + eps]: r A either way
+    (1.1, -2.0, -2.2, -2.2),
+]
+
+
+def test_clipped_policy_loss_by_hand():
+    """-mean(min(r A, clip(r) A)) at eps = 0.2 for A > 0 and A < 0 with r below, inside and
+    above [0.8, 1.2]: each case's value, and its gradient in log p, which is 0 exactly where PPO
+    stops pushing (r > 1 + eps with A > 0, r < 1 - eps with A < 0), r A / n elsewhere."""
+    ratios, advantages, surrogates, slopes = (
+        torch.tensor(column, dtype=F64) for column in zip(*CLIPPED_CASES, strict=True)
+    )
+    old_log_probs = torch.tensor([-0.3, -1.0, -2.0, -0.1, -0.7, -1.5], dtype=F64)
+    log_probs = (old_log_probs + ratios.log()).requires_grad_()
+    loss = pa.clipped_policy_loss(log_probs, old_log_probs, advantages, 0.2)
+    (gradient,) = torch.autograd.grad(loss, log_probs)
+    n = len(CLIPPED_CASES)
+    assert loss.item() == pytest.approx(-surrogates.sum().item() / n, abs=1e-12)  # 0.2
+    assert torch.allclose(gradient, -slopes / n, rtol=0, atol=1e-12)
+    assert (gradient[[0, 3]] == 0).all() and (gradient[[1, 2, 4, 5]] != 0).all()
+    for i in range(n):  # each case alone: the mean cannot hide one case behind another
+        alone = pa.clipped_policy_loss(log_probs[i : i + 1], old_log_probs[i : i + 1],
+                                       advantages[i : i + 1], 0.2)  # fmt: skip
+        assert alone.item() == pytest.approx(-surrogates[i].item(), abs=1e-12), CLIPPED_CASES[i]
+
+
 # ==== 3. Networks and the seed-grouped sampler ====================================================
 
 
@@ -647,12 +694,46 @@ class StepAudit(gym.Wrapper):
         return result
 
 
-def make_batch(env_id="CartPole-v1", groups=3, size=4, seed=0, **kwargs):
+def batch_agent(env_id="CartPole-v1"):
+    """The agent make_batch samples with (same init every call): with V and a normaliser."""
+    env = gym.make(env_id)
+    return pa.Agent(env.observation_space.shape[0], env.action_space.n, 16, True, True)
+
+
+def group_seeds(groups, seed):
+    """The reset seed of each group of make_batch(groups=groups, seed=seed)."""
+    return np.random.default_rng(seed).integers(0, 2**31, groups)
+
+
+def make_batch(env_id="CartPole-v1", groups=3, size=4, seed=0, agent=None, **kwargs):
     envs = [StepAudit(gym.make(env_id, **kwargs)) for _ in range(groups * size)]
-    agent = pa.Agent(envs[0].observation_space.shape[0], envs[0].action_space.n, 16, True, True)
-    seeds = np.random.default_rng(seed).integers(0, 2**31, groups)
+    agent = batch_agent(env_id) if agent is None else agent
+    seeds = group_seeds(groups, seed)
     batch = pa.sample_episodes(envs, agent, seeds, size, torch.Generator().manual_seed(seed))
     return envs, batch
+
+
+# CartPole under a 20-step TimeLimit, make_batch(seed=2): of 12 episodes some are cut by the limit,
+# some fall before it, and one falls at step 20 exactly (terminated and truncated at once).
+SHORT_LIMIT = dict(seed=2, max_episode_steps=20)
+
+
+def replay_episodes(batch, env_id="CartPole-v1", seed=0, **kwargs):
+    """Each episode of a make_batch(env_id, seed=seed, **kwargs) batch stepped again in a fresh
+    env: its group's seed, its recorded actions.  Per episode, in batch order: the observations
+    (reset's, then each env.step's) as float32, and the last step's terminated and truncated."""
+    groups, size = batch.mask.shape[:2]
+    episodes = []
+    for g, group_seed in enumerate(group_seeds(groups, seed)):
+        for k in range(size):
+            env = gym.make(env_id, **kwargs)
+            observations = [env.reset(seed=int(group_seed))[0]]
+            for action in batch.actions[g, k][batch.mask[g, k]].tolist():
+                obs, _, terminated, truncated, _ = env.step(action)
+                observations.append(obs)
+            stacked = torch.as_tensor(np.array(observations), dtype=torch.float32)
+            episodes.append((stacked, terminated, truncated))
+    return episodes
 
 
 def test_sampler_groups_share_seed_and_counts_steps_exactly():
@@ -664,18 +745,39 @@ def test_sampler_groups_share_seed_and_counts_steps_exactly():
     assert lengths == [env.steps for env in envs]
     assert int(batch.mask.sum()) == sum(env.steps for env in envs)
     assert all(env.done for env in envs)
-    # the mask is a prefix, episodes differ in length, and only a truncation is not terminated
+    # the mask is a prefix and episodes differ in length (terminated vs truncated: see below)
     steps = batch.mask.shape[-1]
     assert torch.equal(batch.mask, torch.arange(steps) < batch.mask.sum(-1, keepdim=True))
     assert len(set(lengths)) > 1
-    assert batch.terminated.all() == all(length < 500 for length in lengths)
 
 
 def test_sampler_truncation_keeps_bootstrap_observation():
-    envs, batch = make_batch(groups=1, size=3, max_episode_steps=5)
-    assert (batch.mask.sum(-1) == 5).all() and not batch.terminated.any()
-    # index 5 holds the observation after the last step: it differs from the one before it
-    assert not torch.equal(batch.observations[0, 0, 5], batch.observations[0, 0, 4])
+    """On a batch of mixed lengths where a TimeLimit cuts some episodes, every stored observation
+    up to index = length equals a replay's (same seed, same actions), and so does the one at
+    index = length, what V bootstraps from after a truncation: the state env.step returned at
+    the cutting step, not a reset observation (the autoreset bug) nor the one before it."""
+    _, batch = make_batch(**SHORT_LIMIT)
+    replayed = replay_episodes(batch, **SHORT_LIMIT)
+    lengths = batch.mask.sum(-1).flatten().tolist()
+    assert len(set(lengths)) > 1 and any(cut and not fell for _, fell, cut in replayed)
+    stored = batch.observations.flatten(0, 1)  # (episodes, steps + 1, obs_dim)
+    for i, (length, (observations, _, _)) in enumerate(zip(lengths, replayed, strict=True)):
+        assert len(observations) == length + 1
+        assert torch.equal(stored[i, : length + 1], observations), i
+
+
+def test_sampler_terminated_is_true_for_terminations_only_not_time_limit_truncations():
+    """Batch.terminated on one batch holding both endings: True exactly for the episodes whose
+    last env.step (replayed) returned terminated, the one that fell at the limit's step included;
+    False for those the TimeLimit cut (V bootstraps from their last observation)."""
+    _, batch = make_batch(**SHORT_LIMIT)
+    replayed = replay_episodes(batch, **SHORT_LIMIT)
+    fell = [terminated for _, terminated, _ in replayed]
+    cut_only = [truncated and not terminated for _, terminated, truncated in replayed]
+    assert all(a or b for a, b in zip(fell, cut_only, strict=True))  # every episode ended
+    assert any(fell) and any(cut_only)  # both kinds of ending in this one batch
+    assert any(terminated and truncated for _, terminated, truncated in replayed)
+    assert batch.terminated.flatten().tolist() == fell
 
 
 def test_sampler_same_seed_same_batch_other_seed_other_batch():
@@ -786,6 +888,132 @@ def test_update_starts_from_the_behaviour_log_probs(tmp_path, monkeypatch, algo)
     assert all(difference < 1e-5 for _, difference in seen)
 
 
+def sharpened(agent, factor):
+    """The agent with its last policy layer scaled by factor: the init is nearly uniform."""
+    with torch.no_grad():
+        agent.policy[-1].weight.mul_(factor)
+    return agent
+
+
+def two_group_adam(agent, policy_lr=1e-3, value_lr=3e-3):
+    """The optimizer train builds: Adam, one group for the policy net, one for V."""
+    nets = [(agent.policy, policy_lr), (agent.value, value_lr)]
+    return torch.optim.Adam([dict(params=net.parameters(), lr=lr) for net, lr in nets])
+
+
+@pytest.mark.slow
+def test_update_err_at_zero_temperature_is_one_plain_ppo_update():
+    """One update_err call at T = 0 moves the agent exactly as a hand-written PPO update from the
+    same start: textbook GAE (reference_gae) on the env's rewards, V bootstrapped after a
+    truncation and not after a termination; the clipped surrogate; 0.5 * MSE of V to the GAE
+    returns; no advantage normalisation; the grad-norm clip; minibatches drawn from a generator
+    in the same state.  The batch has both endings and was sampled by a sharper policy, so that
+    ratios start away from 1 and PPO's clip engages, as does the grad-norm clip."""
+    _, batch = make_batch(agent=sharpened(batch_agent(), 100), **SHORT_LIMIT)
+    cfg = config(algo="err", optim_steps=2, minibatches=3, gamma=0.9, gae_lambda=0.8,
+                 ppo_clip=0.2, max_grad_norm=0.5, entropy_bonus=0.0)  # fmt: skip
+    moved = batch_agent()
+    pa.update_err(moved, two_group_adam(moved), batch, 0.0, cfg, torch.Generator().manual_seed(5))
+
+    expected = batch_agent()
+    optimizer, params = two_group_adam(expected), list(expected.parameters())
+    mask = batch.mask.flatten(0, 1)  # (episodes, steps)
+    with torch.no_grad():
+        values = expected.values(batch.observations).flatten(0, 1).double()
+    advantages = reference_gae(batch.rewards.flatten(0, 1).double().numpy(), values.numpy(),
+                               mask.sum(-1).numpy(), batch.terminated.flatten().numpy(),
+                               cfg.gamma, cfg.gae_lambda)  # fmt: skip
+    advantages = torch.as_tensor(advantages)[mask]
+    returns = (advantages + values[:, :-1][mask]).float()
+    advantages = advantages.float()
+    obs = batch.observations.flatten(0, 1)[:, :-1][mask]
+    actions, old_log_probs = batch.actions.flatten(0, 1)[mask], batch.log_probs.flatten(0, 1)[mask]
+    rng, norms, outside = torch.Generator().manual_seed(5), [], []
+    for _ in range(cfg.optim_steps):
+        for idx in torch.randperm(len(actions), generator=rng).chunk(cfg.minibatches):
+            log_probs = expected.log_probs(obs[idx]).gather(-1, actions[idx, None]).squeeze(-1)
+            ratio = (log_probs - old_log_probs[idx]).exp()
+            outside.append(((ratio - 1).abs() > 0.2).sum().item())
+            surrogate = torch.minimum(ratio * advantages[idx],
+                                      ratio.clamp(0.8, 1.2) * advantages[idx])  # fmt: skip
+            v_loss = 0.5 * (expected.values(obs[idx]) - returns[idx]).square().mean()
+            optimizer.zero_grad()
+            (v_loss - surrogate.mean()).backward()
+            norms.append(float(torch.nn.utils.clip_grad_norm_(params, 0.5)))
+            optimizer.step()
+    assert max(norms) > 0.5 and sum(outside) > 0  # both clips change something
+    for got, wanted in zip(moved.parameters(), expected.parameters(), strict=True):
+        assert torch.allclose(got, wanted, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_entropy_bonus_steps_the_policy_up_the_entropy_gradient():
+    """--entropy-bonus c in update_err: one plain SGD step (one epoch, one minibatch, no clip)
+    with c lands exactly lr * c * grad H above the step with c = 0 from the same start and the
+    same minibatch order, H the mean entropy of pi over the batch's real states; V's step is the
+    same; and the policy ends more entropic on those states than with c = 0."""
+    sharp = sharpened(batch_agent(), 100)  # near uniform, the entropy's gradient is ~0
+    _, batch = make_batch(agent=sharp, **SHORT_LIMIT)
+    obs = batch.observations[..., :-1, :][batch.mask]
+    lr, bonus = 0.1, 0.5
+
+    def entropy(agent):  # mean H(pi(.|s)) over the batch's real states, by hand
+        log_pi = agent.log_probs(obs)
+        return -(log_pi.exp() * log_pi).sum(-1).mean()
+
+    def updated(entropy_bonus):
+        agent = copy.deepcopy(sharp)
+        cfg = config(algo="err", optim_steps=1, minibatches=1, max_grad_norm=0.0,
+                     entropy_bonus=entropy_bonus)  # fmt: skip
+        optimizer = torch.optim.SGD(agent.parameters(), lr=lr)
+        pa.update_err(agent, optimizer, batch, 0.0, cfg, torch.Generator().manual_seed(1))
+        return agent
+
+    start = copy.deepcopy(sharp)
+    gradients = torch.autograd.grad(entropy(start), list(start.policy.parameters()))
+    without, with_bonus = updated(0.0), updated(bonus)
+    for a, b, gradient in zip(without.policy.parameters(), with_bonus.policy.parameters(),
+                              gradients, strict=True):  # fmt: skip
+        assert torch.allclose(b - a, lr * bonus * gradient, rtol=1e-3, atol=1e-6)
+    for a, b in zip(without.value.parameters(), with_bonus.value.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert max(gradient.abs().max().item() for gradient in gradients) > 1e-3
+    with torch.no_grad():
+        assert entropy(with_bonus) > entropy(without)
+
+
+@pytest.mark.slow
+def test_centre_residuals_update_takes_the_centred_loss_gradient():
+    """update_value with --centre-residuals: one SGD step lands exactly where a hand step on
+    value_loss(..., centred=True) lands, and the policy lands elsewhere than with the uncentred
+    update (V's step is the same: centring changes only the log-probs' gradient)."""
+    _, batch = make_batch(**SHORT_LIMIT)
+
+    def updated(centre, by_hand=False):
+        agent = batch_agent()
+        cfg = config(algo="value", optim_steps=1, policy_steps=0, gamma=0.9, max_grad_norm=0.0,
+                     centre_residuals=centre)  # fmt: skip
+        optimizer = torch.optim.SGD(agent.parameters(), lr=0.1)
+        if not by_hand:
+            pa.update_value(agent, optimizer, batch, 0.5, cfg, None)
+            return agent
+        loss = pa.value_loss(batch.rewards, pa.taken_log_probs(agent, batch),
+                             agent.values(batch.observations), batch.mask, batch.terminated, 0.5,
+                             cfg.gamma, cfg.path_length, centred=True)  # fmt: skip
+        pa.optimizer_step(optimizer, loss, list(agent.parameters()), 0.0)
+        return agent
+
+    centred, by_hand, plain = updated(True), updated(True, by_hand=True), updated(False)
+    for got, wanted in zip(centred.parameters(), by_hand.parameters(), strict=True):
+        assert torch.allclose(got, wanted, rtol=0, atol=1e-7)
+    assert not all(
+        torch.allclose(a, b, rtol=0, atol=1e-5)
+        for a, b in zip(centred.policy.parameters(), plain.policy.parameters(), strict=True)
+    )
+    for a, b in zip(centred.value.parameters(), plain.value.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-7)
+
+
 # ==== 5. Training loop ============================================================================
 
 
@@ -890,27 +1118,43 @@ def test_a_step_budget_sets_the_schedule_not_iterations_it_never_reaches(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_crossing_counts_only_when_fresh_episodes_confirm_it(tmp_path, monkeypatch):
-    """Every evaluation crosses 475; the first confirmation falls short, the second holds.  The
-    run goes on past the unconfirmed crossing, records it, and is solved (and stops) at the
-    confirmed one; confirmation episodes are fresh seeds, not the evaluation's."""
+@pytest.mark.parametrize("stop_when_solved", [True, False])
+def test_a_crossing_counts_only_when_fresh_episodes_confirm_it(
+    tmp_path, monkeypatch, stop_when_solved
+):
+    """The evaluations of iterations 1, 2 and 4 cross 475, that of 3 does not; the first
+    confirmation falls short, the second holds.  The run goes on past the unconfirmed crossing,
+    records it, and is solved at the confirmed one (and stops there with --stop-when-solved);
+    confirmation episodes are fresh seeds, not the evaluation's.  summary.crossings lists every
+    crossing before the first confirmed solve and the solve itself, each with its confirmation;
+    after the solve nothing is confirmed, so the crossing at 4 is neither confirmed nor listed."""
     calls = []
 
     def scripted(agent, envs, cfg, stream, greedy=False, confirm=False):
         calls.append((stream, confirm, len(envs)))
-        confirmations = sum(c for _, c, _ in calls)
-        value = 480.0 if not confirm or confirmations > 1 else 400.0
+        if confirm:
+            value = 400.0 if sum(c for _, c, _ in calls) == 1 else 480.0
+        else:
+            value = 300.0 if stream == 3 else 480.0
         return np.full(len(envs), value), 0.5
 
     monkeypatch.setattr(pa, "evaluate", scripted)
-    cfg = config(**{**SMOKE, "iterations": 5}, stop_when_solved=True, confirm_episodes=7)
-    summary = train(cfg, tmp_path)["summary"]
-    assert [(c["iteration"], c["confirm_return"]) for c in summary["crossings"]] == [
-        (1, 400.0),
-        (2, 480.0),
+    cfg = config(**{**SMOKE, "iterations": 4}, stop_when_solved=stop_when_solved,
+                 confirm_episodes=7)  # fmt: skip
+    experiment = train(cfg, tmp_path)
+    summary, history = experiment["summary"], experiment["history"]
+    keys = ("iteration", "eval_return", "confirm_return")
+    assert [tuple(c[key] for key in keys) for c in summary["crossings"]] == [
+        (1, 480.0, 400.0),
+        (2, 480.0, 480.0),
     ]
-    assert summary["solved_iteration"] == 2 == summary["iterations"]
-    assert (1, True, 7) in calls and (2, True, 7) in calls  # 7 confirmation episodes
+    assert summary["solved_iteration"] == 2
+    assert summary["iterations"] == (2 if stop_when_solved else 4)
+    assert [tuple(r[key] for key in keys) for r in history[2:]] == (
+        [] if stop_when_solved else [(3, 300.0, None), (4, 480.0, None)]
+    )
+    # 7 confirmation episodes, for the crossings before the solve and the solve only
+    assert [call for call in calls if call[1]] == [(1, True, 7), (2, True, 7)]
 
 
 def test_confirmation_seeds_are_fresh_and_never_training_seeds(monkeypatch):
