@@ -35,15 +35,7 @@ from torch import Generator, Tensor, nn
 from torch.optim import Optimizer
 
 import run_io
-from annealing_config import (  # noqa: F401 (read as policy_annealing.DEFAULTS)
-    DEFAULTS,
-    MUST,
-    Config,
-    check_config,
-    config_of,
-    defaults_for,
-    make_config,
-)
+from annealing_config import Config, check_config, config_of, defaults_for, make_config
 from run_io import UserError
 
 gym.register("Tree-v0", entry_point="tree_env:TreeEnv")  # imported only when made

@@ -254,8 +254,8 @@ class Run:
         self, solved: dict | None, threshold, stop: str, error: str | None, final_eval
     ) -> dict:
         """The summary: totals, why the run stopped, the confirmed solve (`solved`, the first
-        record that solves), every evaluation that crossed the threshold before it with its
-        confirmation, and the final evaluation."""
+        record that solves), every evaluation that crossed the threshold up to and including it,
+        with its confirmation, and the final evaluation."""
         self.bar.close()
         keys = ("iteration", "env_steps", "eval_return", "confirm_return")
         crossed = [record for record in self.history if record.get("confirm_return") is not None]

@@ -23,6 +23,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import annealing_config
 import policy_annealing as pa
 import tree_env
 from testing_helpers import (
@@ -1073,9 +1074,11 @@ def test_same_seed_same_history_other_seed_other_history(tmp_path, algo):
 def test_budgets_stop_a_run_after_the_iteration_that_spends_them(tmp_path):
     by_minutes = train(config(**{**SMOKE, "iterations": 5}, max_minutes=1e-9), tmp_path / "m")
     assert by_minutes["summary"]["iterations"] == 1 and by_minutes["summary"]["error"] is None
+    assert by_minutes["summary"]["stopped_by"] == "time budget"
     by_steps = train(config(**{**SMOKE, "iterations": 50}, max_env_steps=300), tmp_path / "s")
     steps = [record["env_steps"] for record in by_steps["history"]]
     assert len(steps) > 1 and steps[-1] >= 300 > steps[-2]
+    assert by_steps["summary"]["stopped_by"] == "env-step budget"
 
 
 # ---- evaluation, confirmation and their seeds ----------------------------------------------------
@@ -1331,13 +1334,14 @@ def test_every_option_is_one_config_field_with_one_flag_and_its_help():
             fields[action.dest].metadata["help"]
         )
         assert action.default is None  # so that a flag given on the command line is seen
-    assert all(key in fields for row in pa.DEFAULTS.values() for key in row)
-    assert all(field.metadata["must"] in (None, *pa.MUST) for field in fields.values())
+    assert all(key in fields for row in annealing_config.DEFAULTS.values() for key in row)
+    assert all(
+        field.metadata["must"] in (None, *annealing_config.MUST) for field in fields.values()
+    )
     # no flag given: exactly the defaults of the env and algo
     cfg = pa.config_from_args(pa.build_parser().parse_args(["--env", "LunarLander-v3"]))
-    assert cfg == dataclasses.replace(
-        pa.Config(env="LunarLander-v3"), **pa.DEFAULTS["LunarLander-v3"]
-    )
+    rows = [annealing_config.DEFAULTS[key] for key in ("LunarLander-v3", "LunarLander-v3/grouped")]
+    assert cfg == dataclasses.replace(pa.Config(env="LunarLander-v3"), **{**rows[0], **rows[1]})
     # later overrides win (env/algo over */algo), a given flag wins over all, switches flip
     parse = lambda *argv: pa.config_from_args(pa.build_parser().parse_args(argv))  # noqa: E731
     assert parse("--algo", "err", "--env", "LunarLander-v3").lr == 5e-4  # env over */err (1e-3)
@@ -1345,10 +1349,25 @@ def test_every_option_is_one_config_field_with_one_flag_and_its_help():
     assert parse("--algo", "err", "--lr", "0.25").lr == 0.25
     assert parse("--no-obs-norm").obs_norm is False and parse().obs_norm is True
     assert parse("--stop-when-solved").stop_when_solved is True
+    lunar = ("--env", "LunarLander-v3")  # on by default there, and a user can turn it off
+    assert (
+        parse(*lunar).stop_when_solved
+        and not parse(*lunar, "--no-stop-when-solved").stop_when_solved
+    )
     # every shipped default passes its own checks
     for env in ("CartPole-v1", "LunarLander-v3", "Tree-v0"):
         for algo in ("grouped", "value", "err"):
             pa.check_config(pa.Config(**pa.defaults_for(env, algo)))
+
+
+def test_help_shows_the_defaults_of_the_env_and_algo_given(capsys):
+    """--env X --algo Y --help: the defaults in force for that pair, not Config's."""
+    for argv, lr in [(["--help"], 1e-3), (["--env", "CartPole-v1", "--algo", "value"], 5e-4)]:
+        with pytest.raises(SystemExit):
+            pa.main([*argv, "--help"] if argv != ["--help"] else argv)
+        shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        assert f"Adam learning rate (V: see --value-lr) (default {lr})" in shown
+    assert "learning rate (V: see --value-lr) (default 0.003)" not in shown  # not Config's own
 
 
 @settings(max_examples=40, deadline=None)
