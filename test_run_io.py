@@ -16,15 +16,8 @@ import torch
 
 import policy_annealing as pa
 import run_io
-from testing_helpers import (
-    SCHEDULED,
-    SMOKE,
-    config,
-    recorded,
-    train,
-    validate_model,
-    without_wall_time,
-)
+import testing_helpers
+from testing_helpers import SMOKE, config, train, validate_model, without_wall_time
 
 HERE = Path(__file__).parent
 
@@ -244,7 +237,7 @@ def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
 
 @pytest.mark.slow
 def test_resume_continues_the_schedules_exactly(tmp_path, monkeypatch):
-    cfg = config(**{**SCHEDULED, "iterations": 5}, out=str(tmp_path / "run"))
+    cfg = config(**{**testing_helpers.SCHEDULED, "iterations": 5}, out=str(tmp_path / "run"))
     straight = train(cfg, tmp_path / "straight")
     real_sample, calls = pa.sample_episodes, []
 
@@ -261,7 +254,7 @@ def test_resume_continues_the_schedules_exactly(tmp_path, monkeypatch):
     resumed_cfg = pa.config_from_args(pa.build_parser().parse_args(["--resume", cfg.out]))
     resumed = train(resumed_cfg, tmp_path / "run")
     assert without_wall_time(resumed["history"]) == without_wall_time(straight["history"])
-    assert recorded(resumed["history"])[-1] == pytest.approx(0.1, rel=1e-12)
+    assert testing_helpers.recorded(resumed["history"])[-1] == pytest.approx(0.1, rel=1e-12)
 
 
 @pytest.mark.slow
