@@ -42,6 +42,9 @@ class Config:
     lr_decay: bool = option(False, "decay the learning rate linearly to 0 at the run's budget")
     temp_start: float = option(0.5, "temperature T at the first iteration")
     temp_end: float = option(0.5, "T at the run's budget (geometric schedule, see budget_progress)")
+    target_entropy: float = option(0.0, "adapt T from --temp-start so that the sampled entropy is "
+                                   "this many nats a step (0: the schedule)")  # fmt: skip
+    temp_lr: float = option(0.05, "--target-entropy: step of the dual update on log T")
     # 0.05 nats per step: neither collapse nor stall, see trust_region_targets
     trust_region: float = option(0.05, "grouped: nats per episode step a batch may move (0: off)",
                                  algos=("grouped",))  # fmt: skip
@@ -161,6 +164,10 @@ def check_config(cfg: Config, given: tuple | dict = ()) -> None:
         raise UserError(f"--group-size must be >= 2 to compare episodes, got {cfg.group_size}")
     if cfg.confirm_episodes < cfg.eval_episodes:
         raise UserError("--confirm-episodes must be >= --eval-episodes to confirm an evaluation")
+    if cfg.target_entropy and cfg.temp_end != cfg.temp_start:
+        raise UserError("--target-entropy adapts T from --temp-start; drop --temp-end")
+    if "temp_lr" in given and not cfg.target_entropy:
+        raise UserError("--temp-lr steps T toward --target-entropy; give one, or drop --temp-lr")
     if cfg.validate and not cfg.load_model:
         raise UserError("--validate evaluates a saved policy: add --load-model PATH")
 

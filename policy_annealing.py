@@ -54,6 +54,13 @@ def err_rewards(rewards: Tensor, log_probs: Tensor, temperature: float) -> Tenso
     return rewards - temperature * log_probs
 
 
+def dual_temperature_step(temperature: float, entropy: float, target: float, step: float) -> float:
+    """log T <- log T + step * (target - H), SAC's automatic entropy tuning with T for alpha: T
+    rises while the sampled policy is less random than the target (nats a step), falls while it
+    is more, and stops where the law at T has that entropy."""
+    return temperature * math.exp(step * (target - entropy))
+
+
 def policy_entropy(log_pi: Tensor) -> Tensor:
     """H(pi) = -sum_a pi(a) log pi(a) over the last dim. (..., num_actions) -> (...)."""
     return -(log_pi.exp() * log_pi).sum(-1)
@@ -255,12 +262,10 @@ class Agent(nn.Module):
 
     @torch.inference_mode()
     def act(self, obs, greedy: bool = False, generator: Generator | None = None) -> int:
-        """One action for one observation (normalised as in training): sampled, or the most
-        probable with greedy=True."""
+        """One action for one observation (normalised as in training): sampled, or the argmax."""
         log_pi = self.log_probs(torch.as_tensor(np.asarray(obs), dtype=torch.float32))
-        if greedy:
-            return int(log_pi.argmax())
-        return int(torch.multinomial(log_pi.exp(), 1, generator=generator))
+        sampled = None if greedy else torch.multinomial(log_pi.exp(), 1, generator=generator)
+        return int(log_pi.argmax() if greedy else sampled)
 
 
 @dataclasses.dataclass
@@ -434,18 +439,16 @@ def make_agent(cfg: Config, env: gym.Env, with_value: bool) -> Agent:
 
 
 def schedule_clock(cfg: Config) -> tuple[str, float]:
-    """The budget the schedules run over: the first set of --max-env-steps, --max-minutes and
-    --iterations (see budget_progress)."""
+    """The budget the schedules run over: --max-env-steps, else --max-minutes, else --iterations."""
     budgets = [(name, getattr(cfg, name)) for name in ("max_env_steps", "max_minutes")]
     return next(((name, value) for name, value in budgets if value), ("iterations", cfg.iterations))
 
 
 def budget_progress(cfg: Config, state: dict) -> float:
-    """How far through its budget a run is when an iteration starts, in [0, 1]: env steps under
-    --max-env-steps, training seconds under --max-minutes alone, iterations otherwise (the last
-    one at 1).  The schedules follow it, so they end where the run ends, not at an --iterations
-    that a step budget never reaches.  Env steps and iterations keep a seed's run reproducible;
-    a minutes-only budget does not (the schedule then follows the clock)."""
+    """How far through its budget a run is as an iteration starts, in [0, 1]: env steps under
+    --max-env-steps, training seconds under --max-minutes alone, else iterations (the last at 1).
+    The schedules follow it, so they end where the run ends.  Env steps and iterations keep a
+    seed's run reproducible; a minutes-only budget does not (the schedule follows the clock)."""
     name, budget = schedule_clock(cfg)  # state: the run's iteration, env_steps and wall_time
     if name == "max_env_steps":
         return min(state["env_steps"] / budget, 1.0)
@@ -496,9 +499,8 @@ def final_evaluation(agent: Agent, cfg: Config) -> dict:
 
 
 def validate(cfg: Config) -> np.ndarray:
-    """--validate: the greedy returns of the policy in --load-model (and the exact KL to the law
-    at --temp-start on an enumerable env), printed; nothing is trained or written but, with
-    --render video, the first episode's video beside the checkpoint."""
+    """--validate: the greedy returns of --load-model's policy, and on an enumerable env the exact
+    KL to the law at --temp-start, printed; nothing written but --render video's video."""
     agent = make_agent(cfg, run_io.make_env(cfg), with_value=False)
     saved = run_io.load_checkpoint(cfg.load_model, shapes=run_io.shapes_of(agent.state_dict()))
     agent.load_state_dict(saved["agent"], strict=False)  # a value net, if any, is not needed
@@ -540,11 +542,8 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
         try:
             optimizer.load_state_dict(run.checkpoint["optimizer"])
         except ValueError:  # e.g. one Adam group, from before --value-lr had its own
-            raise UserError(
-                f"--resume {cfg.resume}: its optimizer state does not fit this version's (written "
-                f"by an older one); rerun it with the flags in its experiment.json and --out "
-                f"{cfg.resume} --overwrite"
-            ) from None
+            old = f"--resume {cfg.resume}: its optimizer state is an older version's"
+            raise UserError(f"{old}; rerun it with --out {cfg.resume} --overwrite") from None
         seed_rng.bit_generator.state = run.state.pop("seed_rng")
         action_generator.set_state(run.state.pop("action_rng"))
     solved = next((record for record in run.history if solves(record, threshold)), None)
@@ -561,12 +560,17 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
             iteration, start = run.state["iteration"], time.perf_counter()
             progress = budget_progress(cfg, run.state)
             temperature = temperature_at(cfg, progress)
+            if cfg.target_entropy:  # T adapts: the law at the current T is the fixed point
+                temperature = run.state.setdefault("temperature", cfg.temp_start)
             if cfg.lr_decay:  # linear to 0: Adam's steps stay ~lr near the optimum otherwise
                 for group, lr in zip(optimizer.param_groups, lrs, strict=True):
                     group["lr"] = lr * (1 - progress)
             seeds = seed_rng.integers(0, 2**31, cfg.num_groups if cfg.seed_groups else len(envs))
             batch = sample_episodes(envs, agent, seeds, cfg.group_size, action_generator)
             loss = UPDATES[cfg.algo](agent, optimizer, batch, temperature, cfg, action_generator)
+            if cfg.target_entropy:  # the next batch's T, from this one's entropy
+                args = temperature, batch.mean_entropy, cfg.target_entropy, cfg.temp_lr
+                run.state["temperature"] = dual_temperature_step(*args)
             if isinstance(agent.normalizer, RunningNormalizer):
                 agent.normalizer.update(batch.observations[..., :-1, :][batch.mask])
             wall_time = run.state["wall_time"] + time.perf_counter() - start
@@ -612,8 +616,7 @@ def load(path: str | Path) -> tuple[Agent, Config]:
     """The agent saved in a checkpoint.pt and the config it was trained with."""
     checkpoint = run_io.load_checkpoint(path, flag="load")
     cfg = config_of(checkpoint["config"])
-    with_value = any(name.startswith("value.") for name in checkpoint["agent"])
-    agent = make_agent(cfg, run_io.make_env(cfg), with_value)
+    agent = make_agent(cfg, run_io.make_env(cfg), "value.0.weight" in checkpoint["agent"])
     agent.load_state_dict(checkpoint["agent"])
     return agent, cfg
 

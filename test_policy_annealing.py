@@ -1121,6 +1121,23 @@ def test_a_step_budget_sets_the_schedule_not_iterations_it_never_reaches(tmp_pat
 
 
 @pytest.mark.slow
+def test_target_entropy_adapts_t_to_the_law_with_that_entropy(tmp_path):
+    """A 3-armed bandit (Tree-v0 of depth 1): the law at T is softmax(R/T), whose entropy H(T) is
+    known in closed form.  With --target-entropy H(0.3), T starts at 2 and must settle at 0.3."""
+    rewards = torch.tensor(tree_env.TreeEnv(depth=1).rewards[0], dtype=F64)
+
+    def law_entropy(temperature):
+        return float(pa.policy_entropy(pa.boltzmann_log_probs(rewards, temperature)))
+
+    target = law_entropy(0.3)
+    cfg = config("Tree-v0", env_kwargs={"depth": 1}, iterations=60, target_entropy=target,
+                 temp_start=2.0, temp_end=2.0, temp_lr=0.5, lr_decay=False)  # fmt: skip
+    temperatures = recorded(train(cfg, tmp_path)["history"])
+    assert temperatures[0] == 2.0 and law_entropy(2.0) > target
+    assert np.mean(temperatures[-20:]) == pytest.approx(0.3, rel=0.02)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_when_solved", [True, False])
 def test_a_crossing_counts_only_when_fresh_episodes_confirm_it(
     tmp_path, monkeypatch, stop_when_solved
