@@ -48,8 +48,8 @@ bandit: $(VENV)/.installed  ## the 3-armed bandit: PG vs entropy bonus vs anneal
 	mkdir -p bench runs
 	$(PY) toy_bandit.py --plot bench/bandit.png --json runs/bandit.json
 
-GIF_CHECKPOINT ?= runs/bench/LunarLander-v3-err-s1000/checkpoint.pt
-gif: $(VENV)/.installed  ## bench/lander.gif: a greedy and a sampled episode of GIF_CHECKPOINT (from bench-lunar in bench/Makefile)
+GIF_CHECKPOINT ?= runs/final/LunarLander-v3-grouped-s2001/checkpoint.pt
+gif: $(VENV)/.installed  ## bench/lander.gif: a greedy and a sampled episode of GIF_CHECKPOINT (a grouped LunarLander run)
 	$(PY) bench/render_gif.py $(GIF_CHECKPOINT) -o bench/lander.gif
 
 clean:  ## remove runs/ (report.py's default outputs too) and caches; keeps .venv and bench/
