@@ -354,20 +354,20 @@ def optimizer_step(optimizer: Optimizer, loss: Tensor, params: list, max_grad_no
 def update_grouped(
     agent: Agent, optim: Optimizer, batch: Batch, temperature: float, cfg: Config, rng: Generator
 ) -> float:
-    """--optim-steps full-batch steps on grouped_loss, or on its trust-region form."""
+    """--optim-steps full-batch steps on grouped_loss or its trust-region form; the first loss."""
     params, rewards, mask = list(agent.parameters()), batch.rewards, batch.mask
-    with torch.no_grad():
-        log_probs = taken_log_probs(agent, batch)
-        first_loss, targets = grouped_loss(rewards, log_probs, mask, temperature).item(), None
-        if cfg.trust_region:  # targets fixed for the whole batch
-            sums, returns, lengths = masked_sum(log_probs, mask), batch.returns, mask.sum(-1)
-            targets = trust_region_targets(sums, returns, lengths, temperature, cfg.trust_region)
+    first_loss = targets = None
+    if cfg.trust_region:  # targets fixed for the whole batch
+        with torch.no_grad():
+            sums, eps = masked_sum(taken_log_probs(agent, batch), mask), cfg.trust_region
+            targets = trust_region_targets(sums, batch.returns, mask.sum(-1), temperature, eps)
     for _ in range(cfg.optim_steps):
         log_probs = taken_log_probs(agent, batch)
         if targets is None:
             loss = grouped_loss(rewards, log_probs, mask, temperature)
         else:
             loss = trust_region_loss(masked_sum(log_probs, mask), targets)
+        first_loss = loss.item() if first_loss is None else first_loss
         optimizer_step(optim, loss, params, cfg.max_grad_norm)
     return first_loss
 
@@ -517,6 +517,7 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
     """Sample a seed-grouped batch, update, evaluate, record; until --iterations, a confirmed
     solve (with --stop-when-solved) or a budget.  Writes into `out` (default: cfg.out, else a
     fresh runs/<env>-<algo>-s<seed>-<time>/).  Returns the agent and what experiment.json holds."""
+    check_config(cfg)  # a Config built by hand gets the CLI's checks too
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(cfg.threads)

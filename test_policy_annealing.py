@@ -1015,6 +1015,26 @@ def test_centre_residuals_update_takes_the_centred_loss_gradient():
         assert torch.allclose(a, b, rtol=0, atol=1e-7)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("trust_region", [0.0, 0.05])
+def test_grouped_update_returns_the_first_value_of_the_loss_it_optimises(trust_region):
+    """The history's `loss`: grouped_loss without the trust region, trust_region_loss inside it
+    (whose first value is the squared step the targets ask for, not grouped_loss)."""
+    _, batch = make_batch(groups=2, size=4)
+    agent = batch_agent()
+    cfg = config(trust_region=trust_region, optim_steps=2)
+    with torch.no_grad():
+        log_probs = pa.taken_log_probs(agent, batch)
+        sums, lengths = pa.masked_sum(log_probs, batch.mask), batch.mask.sum(-1)
+        targets = pa.trust_region_targets(sums, batch.returns, lengths, 0.2, trust_region)
+        optimised = pa.trust_region_loss(sums, targets) if trust_region else None
+        plain = pa.grouped_loss(batch.rewards, log_probs, batch.mask, 0.2)
+    optimizer = torch.optim.Adam(agent.policy.parameters(), lr=1e-3)
+    loss = pa.update_grouped(agent, optimizer, batch, 0.2, cfg, torch.Generator())
+    assert loss == pytest.approx(float(optimised if trust_region else plain), rel=1e-6)
+    assert not trust_region or abs(loss - float(plain)) > 1e-3 * float(plain)
+
+
 # ==== 5. Training loop ============================================================================
 
 
