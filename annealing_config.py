@@ -44,7 +44,8 @@ class Config:
     temp_end: float = option(0.5, "T at the run's budget (geometric schedule, see budget_progress)")
     target_entropy: float = option(0.0, "adapt T from --temp-start so that the sampled entropy is "
                                    "this many nats a step (0: the schedule)")  # fmt: skip
-    temp_lr: float = option(0.05, "--target-entropy: step of the dual update on log T")
+    temp_lr: float = option(0.05, "--target-entropy: step of the dual update on log T",
+                            must="in (0, 1]")  # fmt: skip
     # 0.05 nats per step: neither collapse nor stall, see trust_region_targets
     trust_region: float = option(0.05, "grouped: nats per episode step a batch may move (0: off)",
                                  algos=("grouped",))  # fmt: skip
@@ -164,8 +165,8 @@ def check_config(cfg: Config, given: tuple | dict = ()) -> None:
         raise UserError(f"--group-size must be >= 2 to compare episodes, got {cfg.group_size}")
     if cfg.confirm_episodes < cfg.eval_episodes:
         raise UserError("--confirm-episodes must be >= --eval-episodes to confirm an evaluation")
-    if cfg.target_entropy and cfg.temp_end != cfg.temp_start:
-        raise UserError("--target-entropy adapts T from --temp-start; drop --temp-end")
+    if cfg.target_entropy and ("temp_end" in given or cfg.temp_start == 0):
+        raise UserError("--target-entropy adapts T from a --temp-start > 0; drop --temp-end")
     if "temp_lr" in given and not cfg.target_entropy:
         raise UserError("--temp-lr steps T toward --target-entropy; give one, or drop --temp-lr")
     if cfg.validate and not cfg.load_model:
@@ -177,6 +178,8 @@ def make_config(env: str = Config.env, algo: str = Config.algo, **overrides: obj
     names = {field.name for field in dataclasses.fields(Config)}
     if unknown := sorted(set(overrides) - names):
         raise UserError(f"unknown option {unknown[0]}; see python policy_annealing.py --help")
+    if overrides.get("resume"):  # its config is the saved one: see config_from_args
+        raise UserError("resume a run from the command line: --resume DIR")
     cfg = Config(**{**defaults_for(env, algo), **overrides, "env": env, "algo": algo})
     check_config(cfg, overrides)
     return cfg

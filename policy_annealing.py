@@ -445,16 +445,15 @@ def schedule_clock(cfg: Config) -> tuple[str, float]:
 
 
 def budget_progress(cfg: Config, state: dict) -> float:
-    """How far through its budget a run is as an iteration starts, in [0, 1]: env steps under
-    --max-env-steps, training seconds under --max-minutes alone, else iterations (the last at 1).
-    The schedules follow it, so they end where the run ends.  Env steps and iterations keep a
-    seed's run reproducible; a minutes-only budget does not (the schedule follows the clock)."""
+    """The share of the schedule_clock's budget spent as an iteration starts, in [0, 1].  Env
+    steps and iterations keep a seed's run reproducible; minutes do not (T follows the clock).
+    Another budget that ends the run first (say 30 minutes before 10M steps) cuts it short."""
     name, budget = schedule_clock(cfg)  # state: the run's iteration, env_steps and wall_time
     if name == "max_env_steps":
         return min(state["env_steps"] / budget, 1.0)
     if name == "max_minutes":
         return min(state["wall_time"] / (60 * budget), 1.0)
-    return state["iteration"] / (budget - 1) if budget > 1 else 1.0
+    return state["iteration"] / budget
 
 
 def temperature_at(cfg: Config, progress: float) -> float:
@@ -596,8 +595,8 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
             rngs = dict(
                 seed_rng=seed_rng.bit_generator.state, action_rng=action_generator.get_state()
             )
-            run.record(record, agent.state_dict(), optimizer.state_dict(), rngs)
             solved = solved or (record if solves(record, threshold) else None)
+            run.record(record, agent.state_dict(), optimizer.state_dict(), rngs)
         stop = "solved" if cfg.stop_when_solved and solved else stop
         start = time.perf_counter()
         final_eval = final_evaluation(agent, cfg)
@@ -625,17 +624,16 @@ def load(path: str | Path) -> tuple[Agent, Config]:
 make_env = run_io.make_env  # the env of a config, as training makes it
 
 
+def refuse(message: str) -> None:  # argparse's errors: one line, no usage dump
+    raise UserError(f"{message} (see --help)")
+
+
 def build_parser(env: str = Config.env, algo: str = Config.algo) -> argparse.ArgumentParser:
     """argparse from Config, its help showing the defaults of this env and algo.  Every flag
     defaults to None, so that config_from_args knows what was given."""
     defaults = defaults_for(env, algo)
-    epilog = f"defaults shown for --env {env} --algo {algo}; give yours before --help for theirs"
-    epilog += "\ntables and curves: python report.py report|plot runs/*/experiment.json"
+    epilog = f"Defaults shown for --env {env} --algo {algo}; give yours before --help for theirs."
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=epilog)
-
-    def refuse(message: str) -> None:  # one line, no usage dump
-        raise UserError(f"{message} (see --help)")
-
     parser.error = refuse
     for field in dataclasses.fields(Config):
         flag, extra = "--" + field.name.replace("_", "-"), dict(field.metadata)
@@ -668,8 +666,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         return cfg
     if given.get("validate") and given.get("load_model"):  # the env the policy was trained on
         saved = config_of(run_io.load_checkpoint(given["load_model"])["config"])
-        for name in ("env", "env_kwargs", "hidden", "obs_norm"):
-            given.setdefault(name, getattr(saved, name))
+        for name in ("env", "env_kwargs", "hidden", "obs_norm", "temp_start", "temp_end"):
+            given.setdefault(name, getattr(saved, "temp_end" if "temp" in name else name))
     return make_config(**given)
 
 
@@ -677,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     argv, started = sys.argv[1:] if argv is None else argv, time.perf_counter()
     try:
         pair = argparse.ArgumentParser(add_help=False)  # --env, --algo first: --help shows theirs
+        pair.error = refuse
         pair.add_argument("--env", default=Config.env)
         pair.add_argument("--algo", default=Config.algo)
         parser = build_parser(**vars(pair.parse_known_args(argv)[0]))
@@ -690,9 +689,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except run_io.Interrupted:  # before the first iteration began
-        experiment = dict(summary=dict(error="interrupted", iterations=0))
-    cfg.out = experiment.get("config", {}).get("out", cfg.out)
+    except run_io.Interrupted:  # while starting, before train could keep anything
+        print("interrupted while starting: no run was changed", file=sys.stderr)
+        return 128 + run_io.STOP_SIGNALS[0]
+    cfg.out = experiment["config"]["out"]
     return run_io.print_outcome(cfg, experiment["summary"], time.perf_counter() - started)
 
 

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import signal
 import sys
 import tempfile
@@ -148,9 +149,17 @@ def load_checkpoint(path, flag: str = "--load-model", shapes: dict | None = None
             f"--hidden and --no-obs-norm; load it with --env {checkpoint['env']} and the flags it "
             "was trained with"
         )
-    if "config" not in checkpoint and (path.parent / "experiment.json").is_file():
-        checkpoint["config"] = json.loads((path.parent / "experiment.json").read_text())["config"]
+    if "config" not in checkpoint:  # written before checkpoints held their config
+        checkpoint["config"] = read_experiment(path.parent, flag)["config"]
     return checkpoint
+
+
+def read_experiment(run_dir: Path, flag: str) -> dict:
+    """DIR/experiment.json, or one line saying why it cannot be read."""
+    try:
+        return json.loads((Path(run_dir) / "experiment.json").read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{flag}: {run_dir}/experiment.json is missing or not JSON") from None
 
 
 def run_directory(cfg) -> Path:
@@ -170,6 +179,9 @@ def run_directory(cfg) -> Path:
     own = {"experiment.json", "checkpoint.pt", "videos"}
     if run_dir.is_dir() and any(entry.name not in own for entry in run_dir.iterdir()):
         raise UserError(f"--out {run_dir} holds other files; pass a new or empty directory")
+    if cfg.overwrite:  # no file of the replaced run may pass for one of the new run's
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "videos", ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -199,7 +211,7 @@ def saved_config(given: dict) -> dict:
             f"--resume continues a run with its own config; drop {' '.join(refused)} (only "
             "--iterations, --max-env-steps, --max-minutes, --render and --quiet may change)"
         )
-    return json.loads(path.read_text())["config"]
+    return read_experiment(run_dir, "--resume")["config"]
 
 
 # ---- the record of a run ------------------------------------------------------------------------
@@ -221,7 +233,7 @@ class Run:
             self.checkpoint = load_checkpoint(self.checkpoint_path, flag="--resume")
             self.state.update(self.checkpoint["state"])
             # the checkpoint decides: experiment.json may hold one record more (record's order)
-            saved = json.loads(self.experiment_path.read_text())["history"]
+            saved = read_experiment(run_dir, "--resume")["history"]
             self.history = saved[: self.state["iteration"]]
         packages = ("torch", "gymnasium", "numpy")
         versions = {name: importlib.metadata.version(name) for name in packages}
@@ -255,7 +267,11 @@ class Run:
     ) -> dict:
         """The summary: totals, why the run stopped, the confirmed solve (`solved`, the first
         record that solves), every evaluation that crossed the threshold up to and including it,
-        with its confirmation, and the final evaluation."""
+        with its confirmation, and the final evaluation.  A signal now changes nothing."""
+        with deferred_signals(then_raise=False):
+            return self._finish(solved, threshold, stop, error, final_eval)
+
+    def _finish(self, solved, threshold, stop, error, final_eval) -> dict:
         self.bar.close()
         keys = ("iteration", "env_steps", "eval_return", "confirm_return")
         crossed = [record for record in self.history if record.get("confirm_return") is not None]
@@ -278,8 +294,7 @@ class Run:
                 summary["exact_kl"] = self.history[-1]["exact_kl"]
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.experiment["summary"] = {**summary, "peak_rss_mb": round(peak_rss_mb, 1)}
-        with deferred_signals():
-            write_json(self.experiment_path, self.experiment)
+        write_json(self.experiment_path, self.experiment)
         return self.experiment
 
 
@@ -305,7 +320,7 @@ class ProgressBar:
     def show(self, record: dict) -> None:
         if record["eval_return"] is not None:
             self.evaluation = f"{record['eval_return']:.1f}"
-        self.bar.update(min(record[self.key], self.bar.total) - self.bar.n)
+        self.bar.update(round(min(record[self.key], self.bar.total)) - self.bar.n)
         self.bar.set_postfix_str(
             f"return {record['train_return']:.1f}, entropy {record['entropy']:.2f}, "
             f"T {record['temperature']:.3g}, evaluation {self.evaluation}"
@@ -373,7 +388,7 @@ DEFERRING = []  # non-empty inside deferred_signals
 
 def _stop(received: int, _frame) -> None:
     STOP_SIGNALS.append(received)
-    if not DEFERRING:
+    if not DEFERRING and len(STOP_SIGNALS) == 1:  # a second Ctrl-C does not cut the wrap-up short
         raise Interrupted
 
 
@@ -391,14 +406,14 @@ def stop_on_signals():
 
 
 @contextlib.contextmanager
-def deferred_signals():
-    """Files are never written by halves: a signal that arrives inside raises Interrupted only
-    once the block is done."""
+def deferred_signals(then_raise: bool = True):
+    """Files are never written by halves: the first signal, if it arrives inside, raises
+    Interrupted only once the block is done (never, with then_raise=False)."""
     received = len(STOP_SIGNALS)
     DEFERRING.append(True)
     try:
         yield
     finally:
         DEFERRING.pop()
-    if len(STOP_SIGNALS) > received:
+    if then_raise and not DEFERRING and received == 0 and STOP_SIGNALS:
         raise Interrupted
