@@ -5,10 +5,12 @@ bad value or combination in one line.  policy_annealing.py reads them; the CLI i
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
 
+import run_io
 from run_io import UserError
 
 
@@ -23,7 +25,7 @@ def option(default: object, help: str, **argparse_kwargs: object) -> dataclasses
 
 @dataclasses.dataclass
 class Config:
-    env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete actions")
+    env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete or Box actions")
     algo: str = option("grouped", "the consistency enforced", choices=("grouped", "value", "err"))
     seed: int = option(0, "fixes env seeds, network init and action sampling", must=">= 0")
     iterations: int = option(200, "batches to sample and train on")
@@ -119,6 +121,22 @@ DEFAULTS = {
     # 0.999, GAE 0.98 as in the RL-Zoo's PPO), a small temperature.
     "LunarLander-v3/err": dict(iterations=1000, num_groups=8, optim_steps=10, minibatches=32,
                                gamma=0.999, gae_lambda=0.98, temp_start=0.01, temp_end=0.01),
+    # Continuous actions (a Gaussian policy): the plain command runs until a confirmed solve or a
+    # budget.  Pendulum-v1's threshold, -200, is run_io.THRESHOLDS'.
+    "Pendulum-v1": dict(iterations=1_000_000, stop_when_solved=True, max_env_steps=100_000),
+    "MountainCarContinuous-v0": dict(iterations=1_000_000, stop_when_solved=True, max_minutes=30.0),
+    "LunarLanderContinuous-v3": dict(iterations=1_000_000, stop_when_solved=True, max_minutes=30.0,
+                                     temp_start=0.01, temp_end=0.01, lr=5e-4),
+    "LunarLanderContinuous-v3/err": dict(num_groups=8, optim_steps=10, minibatches=32,
+                                         gamma=0.999, gae_lambda=0.98, lr=1e-3),
+    # QuadraticBandit-v0 (one step, the exact check): one group of 64 samples a batch, gamma = 1.
+    "QuadraticBandit-v0": dict(obs_norm=False, iterations=60, eval_every=10, temp_start=0.5,
+                               temp_end=0.5, gamma=1.0, num_groups=1, group_size=64, lr=1e-2,
+                               optim_steps=20, trust_region=0.0),
+    "QuadraticBandit-v0/value": dict(num_groups=64, group_size=1),
+    # err: the group baseline, lr decayed to 0 (PPO's steps do not vanish near the law by itself)
+    "QuadraticBandit-v0/err": dict(baseline="group", optim_steps=10, minibatches=1, lr_decay=True,
+                                   iterations=80, max_grad_norm=0.0),
     # Tree-v0: gamma = 1, so the soft-optimal policy is exactly the Boltzmann law over returns.
     "Tree-v0": dict(obs_norm=False, eval_every=10, iterations=40, lr_decay=True, lr=5e-3,
                     temp_start=1.0, temp_end=1.0, gamma=1.0, trust_region=0.0, num_groups=1,
@@ -192,3 +210,60 @@ def config_of(saved: dict) -> Config:
         saved["ppo_clip" if saved["algo"] == "err" else "trust_region"] = saved.pop("clip_eps")
     return Config(**{field.name: saved[field.name] for field in dataclasses.fields(Config)
                      if field.name in saved})  # fmt: skip
+
+
+def schedule_clock(cfg: Config) -> tuple[str, float]:
+    """The budget the schedules run over: --max-env-steps, else --max-minutes, else --iterations."""
+    budgets = [(name, getattr(cfg, name)) for name in ("max_env_steps", "max_minutes")]
+    return next(((name, value) for name, value in budgets if value), ("iterations", cfg.iterations))
+
+
+# ---- the command line ---------------------------------------------------------------------------
+DESCRIPTION = "Policy Annealing: a thermodynamics-inspired family of RL algorithms"
+
+
+def refuse(message: str) -> None:  # argparse's errors: one line, no usage dump
+    raise UserError(f"{message} (see --help)")
+
+
+def build_parser(env: str = Config.env, algo: str = Config.algo) -> argparse.ArgumentParser:
+    """argparse from Config, its help showing the defaults of this env and algo.  Every flag
+    defaults to None, so that config_from_args knows what was given."""
+    defaults = defaults_for(env, algo)
+    epilog = f"Defaults shown for --env {env} --algo {algo}; give yours before --help for theirs."
+    parser = argparse.ArgumentParser(description=DESCRIPTION, epilog=epilog)
+    parser.error = refuse
+    for field in dataclasses.fields(Config):
+        flag, extra = "--" + field.name.replace("_", "-"), dict(field.metadata)
+        extra.pop("must"), extra.pop("algos", None)
+        if isinstance(field.default, bool):  # --name and --no-name
+            extra.update(action=argparse.BooleanOptionalAction)
+            extra["help"] += f" (default {'on' if defaults[field.name] else 'off'})"
+        else:
+            extra.setdefault("type", {int: int, float: float}.get(type(field.default), str))
+            shown = extra["type"] in (int, float) or field.name in ("env", "algo", "baseline")
+            extra["help"] += f" (default {defaults[field.name]})" if shown else ""
+        parser.add_argument(flag, dest=field.name, default=None, **extra)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    given = {name: value for name, value in vars(args).items() if value is not None}
+    if given.get("resume"):  # the run's own config; only how long and how shown may change
+        saved = config_of(run_io.saved_config(given))
+        cfg = dataclasses.replace(saved, **given)
+        if schedule_clock(cfg) != schedule_clock(saved) and (
+            cfg.temp_start != cfg.temp_end or cfg.lr_decay
+        ):
+            flag, value = schedule_clock(saved)
+            raise UserError(
+                f"--resume {cfg.resume}: its schedules run over --{flag.replace('_', '-')} "
+                f"{value}, and a new budget would bend them; resume without it, or start a new run"
+            )
+        check_config(cfg)
+        return cfg
+    if given.get("validate") and given.get("load_model"):  # the env the policy was trained on
+        saved = config_of(run_io.load_checkpoint(given["load_model"])["config"])
+        for name in ("env", "env_kwargs", "hidden", "obs_norm", "temp_start", "temp_end"):
+            given.setdefault(name, getattr(saved, "temp_end" if "temp" in name else name))
+    return make_config(**given)

@@ -6,15 +6,18 @@ R(tau) = sum_t R_t, taking logs shows that the *trajectory value*
 
     V' = sum_t (R_t - T * log p_t)                                           -> trajectory_value
 
-is then one constant (-T log Z) for every trajectory from that state.  Three ways to enforce it:
+is then one constant, T log Z with Z = sum_tau exp(R(tau)/T), for every trajectory from that
+state.  With densities in place of probabilities all of it holds for continuous actions (a
+Gaussian policy, see Agent).  Three ways to enforce it:
 
   grouped  episodes reset with one seed share V'; minimise its spread         -> grouped_loss
   value    learn V(s) and enforce the discounted, bootstrapped per-step form  -> value_loss
   err      feed R' = R - T log p to an ordinary (PPO) policy gradient          -> err_rewards
 
 Sections: 1 Boltzmann math, 2 losses, 3 networks and sampler, 4 updates, 5 training loop, 6 API
-and CLI.  Beside it: annealing_config.py (the options and per-env defaults), run_io.py (env, files,
-signals), tree_env.py (Tree-v0, the exact check); report.py reads the runs.
+and CLI.  Beside it: annealing_config.py (the options, per-env defaults and the parser of the
+command line), run_io.py (env, files, signals), tree_env.py and bandit_env.py (the exact checks,
+discrete and continuous); report.py reads the runs.
 Tensors are laid out (num_groups, group_size, steps, ...); batch = num_groups * group_size.
 `mask` is True on real steps; steps past an episode's end are padding and may hold anything.
 """
@@ -34,11 +37,13 @@ import torch
 from torch import Generator, Tensor, nn
 from torch.optim import Optimizer
 
+import annealing_config
 import run_io
-from annealing_config import Config, check_config, config_of, defaults_for, make_config
+from annealing_config import Config, check_config, config_of, schedule_clock
 from run_io import UserError
 
 gym.register("Tree-v0", entry_point="tree_env:TreeEnv")  # imported only when made
+gym.register("QuadraticBandit-v0", entry_point="bandit_env:QuadraticBandit")
 
 
 # ==== 1. Boltzmann math ===========================================================================
@@ -64,6 +69,19 @@ def dual_temperature_step(temperature: float, entropy: float, target: float, ste
 def policy_entropy(log_pi: Tensor) -> Tensor:
     """H(pi) = -sum_a pi(a) log pi(a) over the last dim. (..., num_actions) -> (...)."""
     return -(log_pi.exp() * log_pi).sum(-1)
+
+
+def gaussian_log_density(actions: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """log pi(a|s) of a diagonal Gaussian, summed over action dims.  With densities in place of
+    probabilities, V' and every loss are unchanged.  (..., action_dim) each -> (...)."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_entropy(log_std: Tensor) -> Tensor:
+    """H = sum_i (log sigma_i + (1 + log 2 pi) / 2), a differential entropy: it may be negative.
+    (..., action_dim) -> (...)."""
+    return (log_std + 0.5 * (1 + math.log(2 * math.pi))).sum(-1)
 
 
 def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
@@ -242,36 +260,72 @@ def mlp(
     return nn.Sequential(linears[0], nn.Tanh(), linears[1], nn.Tanh(), linears[2])
 
 
+def bounded_log_std(raw: Tensor, low: float = -5.0, high: float = 2.0) -> Tensor:
+    """raw -> log sigma in (low, high) by a sigmoid, sigma = 1 at raw = 0.  Bounded below because
+    -T log pi -> -inf as sigma -> 0; above because beyond an action bound the reward is flat
+    (see run_io.make_env), where -T log pi alone would widen sigma without end."""
+    return low + (high - low) * torch.sigmoid(raw + math.log(-low / high))
+
+
 class Agent(nn.Module):
-    """Policy logits network, optional value network, optional observation normaliser."""
+    """Policy network: logits over Discrete actions, or a diagonal Gaussian's mean and log-std over
+    a Box's (continuous); optional value network; optional observation normaliser."""
 
     def __init__(self, obs_dim: int, num_actions: int, hidden: int, with_value: bool,
-                 obs_norm: bool, seed: int = 0):  # fmt: skip
-        super().__init__()
+                 obs_norm: bool, seed: int = 0, continuous: bool = False):  # fmt: skip
+        super().__init__()  # num_actions: a Discrete's n, or a Box's dimension when continuous
         generator = torch.Generator().manual_seed(seed)
+        self.continuous = continuous
         self.normalizer = RunningNormalizer(obs_dim) if obs_norm else nn.Identity()
-        # gain 0.01: the first policy is nearly uniform, as annealing at high T would want.
-        self.policy = mlp(obs_dim, num_actions, hidden, 0.01, generator)
+        # gain 0.01: a nearly uniform first policy (Gaussian: mean ~0, sigma ~1), as at high T
+        self.policy = mlp(obs_dim, num_actions * (1 + continuous), hidden, 0.01, generator)
         self.value = mlp(obs_dim, 1, hidden, 1.0, generator) if with_value else None
 
-    def log_probs(self, obs: Tensor) -> Tensor:  # (..., obs_dim) -> (..., num_actions)
+    def log_probs(self, obs: Tensor) -> Tensor:  # Discrete: (..., obs_dim) -> (..., num_actions)
         return torch.log_softmax(self.policy(self.normalizer(obs)), dim=-1)
+
+    def gaussian(self, obs: Tensor) -> tuple[Tensor, Tensor]:  # -> mean, log-std (..., action_dim)
+        mean, raw = self.policy(self.normalizer(obs)).chunk(2, dim=-1)
+        return mean, bounded_log_std(raw)
 
     def values(self, obs: Tensor) -> Tensor:  # (..., obs_dim) -> (...)
         return self.value(self.normalizer(obs)).squeeze(-1)
 
-    @torch.inference_mode()
-    def act(self, obs, greedy: bool = False, generator: Generator | None = None) -> int:
-        """One action for one observation (normalised as in training): sampled, or the argmax."""
-        log_pi = self.log_probs(torch.as_tensor(np.asarray(obs), dtype=torch.float32))
+    def log_prob_and_entropy(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """log pi(a|s) of the actions taken, and H(pi(.|s)).  obs (..., obs_dim), actions (...)
+        long or (..., action_dim) float -> (...), (...)."""
+        if self.continuous:
+            mean, log_std = self.gaussian(obs)
+            return gaussian_log_density(actions, mean, log_std), gaussian_entropy(log_std)
+        log_pi = self.log_probs(obs)
+        return log_pi.gather(-1, actions[..., None]).squeeze(-1), policy_entropy(log_pi)
+
+    def sample(self, obs: Tensor, generator: Generator | None = None,
+               greedy: bool = False) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        """Actions for (n, obs_dim) observations, sampled or greedy (the argmax, the mean), with
+        their log pi and the entropies, as log_prob_and_entropy but from one forward pass."""
+        if self.continuous:
+            mean, log_std = self.gaussian(obs)
+            noise = 0 if greedy else torch.randn(mean.shape, generator=generator)
+            actions = mean + log_std.exp() * noise
+            return actions, gaussian_log_density(actions, mean, log_std), gaussian_entropy(log_std)
+        log_pi = self.log_probs(obs)
         sampled = None if greedy else torch.multinomial(log_pi.exp(), 1, generator=generator)
-        return int(log_pi.argmax() if greedy else sampled)
+        actions = log_pi.argmax(-1) if greedy else sampled.squeeze(-1)
+        return actions, log_pi.gather(-1, actions[:, None]).squeeze(-1), policy_entropy(log_pi)
+
+    @torch.inference_mode()
+    def act(self, obs, greedy: bool = False, generator: Generator | None = None):
+        """One action for one observation (normalised as in training), sampled or greedy."""
+        obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32)[None]
+        action = self.sample(obs, generator, greedy)[0][0]
+        return action.numpy() if self.continuous else int(action)
 
 
 @dataclasses.dataclass
 class Batch:
     observations: Tensor  # (G, K, steps + 1, obs_dim); index = length: obs after last step
-    actions: Tensor  # (G, K, steps) long
+    actions: Tensor  # (G, K, steps) long, or (G, K, steps, action_dim) float if continuous
     rewards: Tensor  # (G, K, steps)
     log_probs: Tensor  # (G, K, steps) log pi(a_t|s_t) of the policy that sampled them
     entropies: Tensor  # (G, K, steps) entropy of pi(.|s_t)
@@ -302,13 +356,8 @@ def sample_episodes(envs: list[gym.Env], agent: Agent, seeds: np.ndarray | list[
     with torch.inference_mode():  # no autograd bookkeeping while stepping
         while running:
             obs = torch.as_tensor(np.stack([observations[i][-1] for i in running]))
-            log_pi = agent.log_probs(obs.float())
-            if greedy:
-                chosen = log_pi.argmax(-1)
-            else:
-                chosen = torch.multinomial(log_pi.exp(), 1, generator=generator).squeeze(-1)
-            taken = log_pi.gather(-1, chosen[:, None]).squeeze(-1).tolist()
-            stepped = zip(chosen.tolist(), taken, policy_entropy(log_pi).tolist(), strict=True)
+            actions, taken, entropies = agent.sample(obs.float(), generator, greedy)
+            stepped = zip(actions.tolist(), taken.tolist(), entropies.tolist(), strict=True)
             for i, (action, log_prob, entropy) in zip(running, stepped, strict=True):
                 next_obs, reward, terminated[i], truncated, _ = envs[i].step(action)
                 observations[i].append(next_obs)
@@ -325,7 +374,7 @@ def sample_episodes(envs: list[gym.Env], agent: Agent, seeds: np.ndarray | list[
     actions, rewards, log_probs, entropies = per_step  # steps[i] transposed: one list per field
     return Batch(
         observations=padded(observations, torch.float32),
-        actions=padded(actions, torch.long),
+        actions=padded(actions, torch.float32 if agent.continuous else torch.long),
         rewards=padded(rewards, torch.float32),
         log_probs=padded(log_probs, torch.float32),
         entropies=padded(entropies, torch.float32),
@@ -337,8 +386,7 @@ def sample_episodes(envs: list[gym.Env], agent: Agent, seeds: np.ndarray | list[
 # ==== 4. Update steps, one per algorithm ==========================================================
 def taken_log_probs(agent: Agent, batch: Batch) -> Tensor:
     """log pi(a_t|s_t) under the current policy. -> (G, K, steps)."""
-    log_pi = agent.log_probs(batch.observations[..., :-1, :])
-    return log_pi.gather(-1, batch.actions[..., None]).squeeze(-1)
+    return agent.log_prob_and_entropy(batch.observations[..., :-1, :], batch.actions)[0]
 
 
 def optimizer_step(optimizer: Optimizer, loss: Tensor, params: list, max_grad_norm: float) -> None:
@@ -417,13 +465,12 @@ def update_err(
     losses = []
     for _ in range(cfg.optim_steps):
         for idx in torch.randperm(len(actions), generator=rng).chunk(cfg.minibatches):
-            log_pi = agent.log_probs(obs[idx])
-            log_probs = log_pi.gather(-1, actions[idx, None]).squeeze(-1)
+            log_probs, entropies = agent.log_prob_and_entropy(obs[idx], actions[idx])
             loss = clipped_policy_loss(log_probs, old_log_probs[idx], advantages[idx], cfg.ppo_clip)
             if soft_returns is not None:
                 loss = loss + 0.5 * (agent.values(obs[idx]) - soft_returns[idx]).square().mean()
             if cfg.entropy_bonus:
-                loss = loss - cfg.entropy_bonus * policy_entropy(log_pi).mean()
+                loss = loss - cfg.entropy_bonus * entropies.mean()
             optimizer_step(optim, loss, params, cfg.max_grad_norm)
             losses.append(loss.item())
     return losses[0]
@@ -434,14 +481,10 @@ UPDATES = {"grouped": update_grouped, "value": update_value, "err": update_err}
 
 # ==== 5. Training loop ============================================================================
 def make_agent(cfg: Config, env: gym.Env, with_value: bool) -> Agent:
-    obs_dim, num_actions = env.observation_space.shape[0], int(env.action_space.n)
-    return Agent(obs_dim, num_actions, cfg.hidden, with_value, cfg.obs_norm, seed=cfg.seed)
-
-
-def schedule_clock(cfg: Config) -> tuple[str, float]:
-    """The budget the schedules run over: --max-env-steps, else --max-minutes, else --iterations."""
-    budgets = [(name, getattr(cfg, name)) for name in ("max_env_steps", "max_minutes")]
-    return next(((name, value) for name, value in budgets if value), ("iterations", cfg.iterations))
+    space, obs_dim = env.action_space, env.observation_space.shape[0]
+    continuous = isinstance(space, gym.spaces.Box)  # flat: run_io.make_env refuses others
+    num_actions = space.shape[0] if continuous else int(space.n)
+    return Agent(obs_dim, num_actions, cfg.hidden, with_value, cfg.obs_norm, cfg.seed, continuous)
 
 
 def budget_progress(cfg: Config, state: dict) -> float:
@@ -528,7 +571,7 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
     run_dir = run_io.run_directory(dataclasses.replace(cfg, out=str(out or cfg.out)))
     cfg = dataclasses.replace(cfg, out=str(run_dir))
     eval_envs = run_io.make_envs(cfg, cfg.eval_episodes, run_dir)  # --render: each one's first
-    threshold = envs[0].spec.reward_threshold if envs[0].spec else None
+    threshold = run_io.reward_threshold(envs[0])
     confirm_envs = run_io.make_envs(cfg, cfg.confirm_episodes if threshold is not None else 0)
     exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
     lrs = [cfg.lr, cfg.value_lr or cfg.lr][: 1 + (agent.value is not None)]  # PCL's eta_pi, eta_v
@@ -622,64 +665,18 @@ def load(path: str | Path) -> tuple[Agent, Config]:
 
 
 make_env = run_io.make_env  # the env of a config, as training makes it
-
-
-def refuse(message: str) -> None:  # argparse's errors: one line, no usage dump
-    raise UserError(f"{message} (see --help)")
-
-
-def build_parser(env: str = Config.env, algo: str = Config.algo) -> argparse.ArgumentParser:
-    """argparse from Config, its help showing the defaults of this env and algo.  Every flag
-    defaults to None, so that config_from_args knows what was given."""
-    defaults = defaults_for(env, algo)
-    epilog = f"Defaults shown for --env {env} --algo {algo}; give yours before --help for theirs."
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=epilog)
-    parser.error = refuse
-    for field in dataclasses.fields(Config):
-        flag, extra = "--" + field.name.replace("_", "-"), dict(field.metadata)
-        extra.pop("must"), extra.pop("algos", None)
-        if isinstance(field.default, bool):  # --name and --no-name
-            extra.update(action=argparse.BooleanOptionalAction)
-            extra["help"] += f" (default {'on' if defaults[field.name] else 'off'})"
-        else:
-            extra.setdefault("type", {int: int, float: float}.get(type(field.default), str))
-            shown = extra["type"] in (int, float) or field.name in ("env", "algo", "baseline")
-            extra["help"] += f" (default {defaults[field.name]})" if shown else ""
-        parser.add_argument(flag, dest=field.name, default=None, **extra)
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    given = {name: value for name, value in vars(args).items() if value is not None}
-    if given.get("resume"):  # the run's own config; only how long and how shown may change
-        saved = config_of(run_io.saved_config(given))
-        cfg = dataclasses.replace(saved, **given)
-        if schedule_clock(cfg) != schedule_clock(saved) and (
-            cfg.temp_start != cfg.temp_end or cfg.lr_decay
-        ):
-            flag, value = schedule_clock(saved)
-            raise UserError(
-                f"--resume {cfg.resume}: its schedules run over --{flag.replace('_', '-')} "
-                f"{value}, and a new budget would bend them; resume without it, or start a new run"
-            )
-        check_config(cfg)
-        return cfg
-    if given.get("validate") and given.get("load_model"):  # the env the policy was trained on
-        saved = config_of(run_io.load_checkpoint(given["load_model"])["config"])
-        for name in ("env", "env_kwargs", "hidden", "obs_norm", "temp_start", "temp_end"):
-            given.setdefault(name, getattr(saved, "temp_end" if "temp" in name else name))
-    return make_config(**given)
+make_config = annealing_config.make_config  # a checked Config: per-env defaults, then yours
 
 
 def main(argv: list[str] | None = None) -> int:
     argv, started = sys.argv[1:] if argv is None else argv, time.perf_counter()
     try:
         pair = argparse.ArgumentParser(add_help=False)  # --env, --algo first: --help shows theirs
-        pair.error = refuse
+        pair.error = annealing_config.refuse
         pair.add_argument("--env", default=Config.env)
         pair.add_argument("--algo", default=Config.algo)
-        parser = build_parser(**vars(pair.parse_known_args(argv)[0]))
-        cfg = config_from_args(parser.parse_args(argv))
+        parser = annealing_config.build_parser(**vars(pair.parse_known_args(argv)[0]))
+        cfg = annealing_config.config_from_args(parser.parse_args(argv))
         run_io.check_env(cfg)  # refuse a bad env or --render before anything is written
         if cfg.validate:
             validate(cfg)

@@ -39,9 +39,9 @@ class UserError(Exception):
 
 
 def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
-    """The env of --env and --env-kwargs, refused in one line unless its actions are Discrete and
-    its observations a flat Box.  With --render and a video_dir, its episodes are shown in a
-    window (--render human) or recorded into video_dir/videos (--render video)."""
+    """The env of --env and --env-kwargs, refused in one line unless its actions are Discrete or a
+    flat Box and its observations a flat Box.  With --render and a video_dir, its episodes are
+    shown in a window (--render human) or recorded into video_dir/videos (--render video)."""
     mode = {"human": "human", "video": "rgb_array"}.get(cfg.render) if video_dir else None
     try:
         env = gym.make(cfg.env, **cfg.env_kwargs)
@@ -51,8 +51,9 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
             "CartPole-v1, LunarLander-v3 or Tree-v0"
         ) from None
     actions, observations = env.action_space, env.observation_space
-    if not isinstance(actions, gym.spaces.Discrete):
-        raise UserError(f"--env {cfg.env} has {actions} actions; Discrete actions are needed")
+    flat_box = isinstance(actions, gym.spaces.Box) and len(actions.shape) == 1
+    if not (isinstance(actions, gym.spaces.Discrete) or flat_box):
+        raise UserError(f"--env {cfg.env} has {actions} actions; it needs Discrete or a flat Box")
     if not (isinstance(observations, gym.spaces.Box) and len(observations.shape) == 1):
         raise UserError(
             f"--env {cfg.env} has {observations} observations; it needs a flat Box observation"
@@ -62,6 +63,12 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
     if mode:  # the same env again, now rendering
         env.close()
         env = gym.make(cfg.env, render_mode=mode, **cfg.env_kwargs)
+    if flat_box:
+        # Box actions are clipped to their bounds inside the env.  Then the action sampled is the
+        # one whose density enters log pi, exactly, and the clip is part of a deterministic env;
+        # tanh squashing would need its Jacobian in log pi.  The cost: beyond a bound the reward is
+        # flat, where the law p ∝ exp(R/T) has no normaliser; bounded_log_std keeps pi proper.
+        env = gym.wrappers.ClipAction(env)
     if mode == "rgb_array":
         try:
             env = gym.wrappers.RecordVideo(
@@ -70,6 +77,17 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
         except gym.error.DependencyNotInstalled as error:
             raise UserError(f"--render video: {error}") from None
     return env
+
+
+# gymnasium gives Pendulum-v1 no reward threshold; -200 is the usual "solved" line for it.
+THRESHOLDS = {"Pendulum-v1": -200.0}
+
+
+def reward_threshold(env: gym.Env) -> float | None:
+    """The env's gymnasium reward threshold, else THRESHOLDS', else None (never solved)."""
+    spec = env.spec
+    given = spec.reward_threshold if spec else None
+    return given if given is not None or not spec else THRESHOLDS.get(spec.id)
 
 
 def make_envs(cfg, count: int, video_dir: Path | None = None) -> list[gym.Env]:

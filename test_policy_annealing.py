@@ -31,6 +31,7 @@ from testing_helpers import (
     SCHEDULED,
     SMOKE,
     config,
+    parsed_config,
     recorded,
     train,
     validate_model,
@@ -1323,7 +1324,7 @@ def test_plain_pg_does_not_reach_the_boltzmann_law(tmp_path, capsys, tree):
 def test_without_seed_groups_grouped_annealing_learns_the_wrong_law(tmp_path):
     """Three starts whose log-partition functions differ (log Z = 5.1, 3.8, 4.3 at T = 0.5).
     With seed groups every group shares one start and reaches each start's law.  With a fresh
-    seed per episode (--no-seed-groups) a group mixes starts whose -V'/T = log Z_s differ, and
+    seed per episode (--no-seed-groups) a group mixes starts whose V'/T = log Z_s differ, and
     shrinking its spread pulls the starts' laws away from p ∝ exp(R/T).  Measured on seeds 0-2:
     worst start 2.0e-3 shared, mean over starts 0.068-0.13 without."""
     tree = dict(tree_seed=1, num_starts=3, depth=3)
@@ -1343,7 +1344,7 @@ def test_without_seed_groups_grouped_annealing_learns_the_wrong_law(tmp_path):
             *flags,
         ]
         cfg = dataclasses.replace(
-            pa.config_from_args(pa.build_parser().parse_args(args)),
+            parsed_config(args),
             eval_episodes=2,
             final_eval_episodes=2,
         )
@@ -1366,7 +1367,7 @@ def test_every_option_is_one_config_field_with_one_flag_and_its_help():
     """Config is the only definition: argparse is generated from it, one flag per field with the
     field's help, and the per-env defaults only override fields that exist."""
     fields = {field.name: field for field in dataclasses.fields(pa.Config)}
-    actions = [a for a in pa.build_parser()._actions if a.dest != "help"]
+    actions = [a for a in annealing_config.build_parser()._actions if a.dest != "help"]
     assert sorted(a.dest for a in actions) == sorted(fields)  # one flag each, nothing else
     for action in actions:  # the field's help, and the default beside a number's
         assert fields[action.dest].metadata["help"] and action.help.startswith(
@@ -1378,11 +1379,11 @@ def test_every_option_is_one_config_field_with_one_flag_and_its_help():
         field.metadata["must"] in (None, *annealing_config.MUST) for field in fields.values()
     )
     # no flag given: exactly the defaults of the env and algo
-    cfg = pa.config_from_args(pa.build_parser().parse_args(["--env", "LunarLander-v3"]))
+    cfg = parsed_config(["--env", "LunarLander-v3"])
     rows = [annealing_config.DEFAULTS[key] for key in ("LunarLander-v3", "LunarLander-v3/grouped")]
     assert cfg == dataclasses.replace(pa.Config(env="LunarLander-v3"), **{**rows[0], **rows[1]})
     # later overrides win (env/algo over */algo), a given flag wins over all, switches flip
-    parse = lambda *argv: pa.config_from_args(pa.build_parser().parse_args(argv))  # noqa: E731
+    parse = lambda *argv: parsed_config(argv)  # noqa: E731
     assert parse("--algo", "err", "--env", "LunarLander-v3").lr == 5e-4  # env over */err (1e-3)
     assert parse("--algo", "err", "--env", "Tree-v0").lr == 3e-3  # Tree-v0/err over Tree-v0
     assert parse("--algo", "err", "--lr", "0.25").lr == 0.25
@@ -1396,7 +1397,7 @@ def test_every_option_is_one_config_field_with_one_flag_and_its_help():
     # every shipped default passes its own checks
     for env in ("CartPole-v1", "LunarLander-v3", "Tree-v0"):
         for algo in ("grouped", "value", "err"):
-            pa.check_config(pa.Config(**pa.defaults_for(env, algo)))
+            pa.check_config(pa.Config(**annealing_config.defaults_for(env, algo)))
 
 
 def test_configs_saved_with_clip_eps_load_with_its_new_name():
@@ -1444,7 +1445,7 @@ def test_argument_validation_accepts_exactly_the_valid_configs(
     ]
     valid = iterations > 0 and groups > 0 and size >= 2 and lr > 0 and temperature > 0
     try:
-        cfg = pa.config_from_args(pa.build_parser().parse_args(argv))
+        cfg = parsed_config(argv)
     except pa.UserError as error:
         assert not valid, error
         assert "\n" not in str(error)

@@ -11,15 +11,26 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import torch
 
 import policy_annealing as pa
 import run_io
 import testing_helpers
-from testing_helpers import SMOKE, config, train, validate_model, without_wall_time
+from testing_helpers import SMOKE, config, parsed_config, train, validate_model, without_wall_time
 
 HERE = Path(__file__).parent
+
+
+class GridActions(gym.Env):
+    """Box observations, but (2, 2) Box actions: not a flat Box, refused."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,))
+    action_space = gym.spaces.Box(-1.0, 1.0, (2, 2))
+
+
+gym.register("GridActions-v0", entry_point=GridActions)
 
 
 SMOKE_ARGS = (
@@ -48,7 +59,8 @@ def one_line_error(capsys, *argv, expect):
     "argv, expect",
     [
         (["--env", "NoSuchEnv-v0"], "unknown env"),
-        (["--env", "Pendulum-v1"], "Discrete actions"),
+        (["--env", "GridActions-v0"], "it needs Discrete or a flat Box"),
+        (["--env", "QuadraticBandit-v0", "--env-kwargs", '{"mean": [0, 1]}'], "bad --env-kwargs"),
         (["--env", "FrozenLake-v1"], "flat Box observation"),
         (["--algo", "sac"], "invalid choice"),
         (["--group-size", "0"], "--group-size must be a positive integer"),
@@ -254,7 +266,7 @@ def test_resume_continues_the_schedules_exactly(tmp_path, monkeypatch):
     stopped = train(cfg, tmp_path / "run")
     assert stopped["summary"]["error"] == "interrupted" and len(stopped["history"]) == 3
     monkeypatch.setattr(pa, "sample_episodes", real_sample)
-    resumed_cfg = pa.config_from_args(pa.build_parser().parse_args(["--resume", cfg.out]))
+    resumed_cfg = parsed_config(["--resume", cfg.out])
     resumed = train(resumed_cfg, tmp_path / "run")
     assert without_wall_time(resumed["history"]) == without_wall_time(straight["history"])
     last = 0.8 * (0.1 / 0.8) ** (4 / 5)  # the 5th of 5 iterations trains 4/5 of the way
@@ -385,7 +397,7 @@ def test_signal_keeps_completed_iterations_and_resume_continues_identically(tmp_
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
-    cfg = pa.config_from_args(pa.build_parser().parse_args(args))
+    cfg = parsed_config(args)
     # a shorter final evaluation than the subprocess's: it is not part of the history
     uninterrupted = train(dataclasses.replace(cfg, final_eval_episodes=2), tmp_path / "straight")
     final = json.loads(experiment_path.read_text())

@@ -1,11 +1,17 @@
 """What test_policy_annealing.py and test_run_io.py share: a checked Config with fast evaluation
 settings, the smallest training run, and --validate as the command line runs it."""
 
+import annealing_config
 import policy_annealing as pa
 
 
+def parsed_config(argv):
+    """The Config the command line makes of argv."""
+    return annealing_config.config_from_args(annealing_config.build_parser().parse_args(argv))
+
+
 def config(env="CartPole-v1", algo="grouped", **overrides):
-    values = pa.defaults_for(env, algo)
+    values = annealing_config.defaults_for(env, algo)
     values.update(env=env, algo=algo, eval_episodes=2, final_eval_episodes=2, quiet=True)
     values.update(overrides)
     cfg = pa.Config(**values)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import annealing_config  # noqa: E402
 import policy_annealing as pa  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def random_steps(env_id, count, seed=0):
 
 
 def main(env_id, algo, seed):
-    values = pa.defaults_for(env_id, algo)
+    values = annealing_config.defaults_for(env_id, algo)
     values.update(env=env_id, algo=algo, seed=seed, stop_when_solved=True, quiet=True)
     cfg = pa.Config(**values)
     pa.check_config(cfg)

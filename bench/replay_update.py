@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from update_kl import state_kl  # noqa: E402  (bench/, this script's folder)
 
+import annealing_config  # noqa: E402
 import policy_annealing as pa  # noqa: E402
 import run_io  # noqa: E402
 
@@ -123,9 +124,9 @@ def main(argv: list[str]) -> None:
     for algo, update in list(pa.UPDATES.items()):
         pa.UPDATES[algo] = watch(update)
     with tempfile.TemporaryDirectory() as out:
-        args = pa.build_parser().parse_args([*theirs, "--quiet", "--out", out])
+        args = annealing_config.build_parser().parse_args([*theirs, "--quiet", "--out", out])
         try:
-            pa.train(pa.config_from_args(args), Path(out))
+            pa.train(annealing_config.config_from_args(args), Path(out))
         except Replayed:
             return
     print(f"the run ended before update {ours.at}; nothing replayed")

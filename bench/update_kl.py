@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import annealing_config  # noqa: E402
 import policy_annealing as pa  # noqa: E402
 
 
@@ -50,8 +51,8 @@ def main(argv: list[str]) -> None:
     for algo, update in list(pa.UPDATES.items()):
         pa.UPDATES[algo] = measure(update)
     with tempfile.TemporaryDirectory() as out:
-        args = pa.build_parser().parse_args([*argv, "--quiet", "--out", out])
-        cfg = pa.config_from_args(args)
+        args = annealing_config.build_parser().parse_args([*argv, "--quiet", "--out", out])
+        cfg = annealing_config.config_from_args(args)
         summary = pa.train(cfg, Path(out))[1]["summary"]
     solved = summary.get("solved_iteration")
     print(f"{len(measured)} updates, first confirmed solve at iteration {solved}")

@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from replay_update import value_residuals  # noqa: E402  (bench/, this script's folder)
 
+import annealing_config  # noqa: E402
 import policy_annealing as pa  # noqa: E402
 
 
@@ -37,9 +38,10 @@ def run_gaps(flags: list[str], seed: int) -> list[dict]:
     try:
         with tempfile.TemporaryDirectory() as out:
             args = [*flags, "--algo", "value", "--seed", str(seed), "--quiet", "--out", out]
-            history = pa.train(pa.config_from_args(pa.build_parser().parse_args(args)), Path(out))[
-                1
-            ]
+            history = pa.train(
+                annealing_config.config_from_args(annealing_config.build_parser().parse_args(args)),
+                Path(out),
+            )[1]
     finally:
         pa.UPDATES["value"] = update
     evals = [record["eval_return"] for record in history["history"]]  # one per iteration
