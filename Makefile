@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LUNAR_ALGO ?= err
 PYTEST = $(PY) -m pytest -q -W "ignore:builtin type:DeprecationWarning"
 
-.PHONY: help test test-fast lint cartpole lunar tree bandit gif clean
+.PHONY: help test test-fast lint cartpole lunar tree gaussian bandit gif clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,7 +21,7 @@ test: $(VENV)/.installed  ## run every test (test_*.py; builds .venv first if ne
 	$(PYTEST) -n 2 test_*.py
 
 test-fast: $(VENV)/.installed  ## the math and property tests only: no update, training run or subprocess
-	$(PYTEST) -m "not slow" test_policy_annealing.py
+	$(PYTEST) -m "not slow" test_policy_annealing.py test_continuous.py
 
 lint: $(VENV)/.installed  ## ruff's lint rules and its formatter, as configured in ruff.toml
 	$(VENV)/bin/ruff check .
@@ -42,6 +42,18 @@ tree: $(VENV)/.installed  ## all algorithms (and pg) on two trees at T = 0.5, 2:
 	    --temp-start $$train_T --temp-end $$train_T --overwrite --out $$run 2>/dev/null || exit 1; \
 	  $(PY) policy_annealing.py --validate --env Tree-v0 --env-kwargs "{\"tree_seed\": $$t}" \
 	    --temp-start $$T --temp-end $$T --eval-episodes 1 --load-model $$run/checkpoint.pt | tail -1 || exit 1; \
+	done; done; done
+
+# QuadraticBandit-v0's law is N(mu, T/A): the tests' two bandits, 1 and 3 action dims.
+BANDIT_1 := {"mean": [0.5], "curvature": [2.0]}
+BANDIT_3 := {"mean": [0.5, -1.0, 2.0], "curvature": [1.0, 4.0, 0.25]}
+gaussian: $(VENV)/.installed  ## all algorithms on the quadratic bandit, 1 and 3 dims, T = 0.1, 1: exact KL to N(mu, T/A)
+	for algo in grouped value err; do for d in 1 3; do for T in 0.1 1; do \
+	  run=runs/gaussian/$$algo-d$$d-T$$T; kw='$(BANDIT_1)'; [ $$d = 3 ] && kw='$(BANDIT_3)'; \
+	  $(PY) policy_annealing.py --env QuadraticBandit-v0 --algo $$algo --env-kwargs "$$kw" \
+	    --temp-start $$T --temp-end $$T --quiet --overwrite --out $$run 2>/dev/null || exit 1; \
+	  echo "$$algo, $$d dims: `$(PY) policy_annealing.py --validate --eval-episodes 1 \
+	    --load-model $$run/checkpoint.pt 2>/dev/null | tail -1`"; \
 	done; done; done
 
 bandit: $(VENV)/.installed  ## the 3-armed bandit: PG vs entropy bonus vs annealing -> bench/bandit.png
