@@ -46,7 +46,7 @@ tree: $(VENV)/.installed  ## all algorithms (and pg) on two trees at T = 0.5, 2:
 
 # QuadraticBandit-v0's law is N(mu, T/A): the tests' two bandits, 1 and 3 action dims.
 BANDIT_1 := {"mean": [0.5], "curvature": [2.0]}
-BANDIT_3 := {"mean": [0.5, -1.0, 2.0], "curvature": [1.0, 4.0, 0.25]}
+BANDIT_3 := {"mean": [0.5, -1.0, 2.0], "curvature": [1.0, 4.0, 0.5]}
 gaussian: $(VENV)/.installed  ## all algorithms on the quadratic bandit, 1 and 3 dims, T = 0.1, 1: exact KL to N(mu, T/A)
 	for algo in grouped value err; do for d in 1 3; do for T in 0.1 1; do \
 	  run=runs/gaussian/$$algo-d$$d-T$$T; kw='$(BANDIT_1)'; [ $$d = 3 ] && kw='$(BANDIT_3)'; \

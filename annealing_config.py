@@ -44,8 +44,10 @@ class Config:
     lr_decay: bool = option(False, "decay the learning rate linearly to 0 at the run's budget")
     temp_start: float = option(0.5, "temperature T at the first iteration")
     temp_end: float = option(0.5, "T at the run's budget (geometric schedule, see budget_progress)")
+    # may be negative: a continuous policy's entropy is differential (SAC's usual target: -dim)
     target_entropy: float = option(0.0, "adapt T from --temp-start so that the sampled entropy is "
-                                   "this many nats a step (0: the schedule)")  # fmt: skip
+                                   "this many nats a step (0: the schedule)",
+                                   must="a finite number")  # fmt: skip
     temp_lr: float = option(0.05, "--target-entropy: step of the dual update on log T",
                             must="in (0, 1]")  # fmt: skip
     # 0.05 nats per step: neither collapse nor stall, see trust_region_targets
@@ -133,7 +135,7 @@ DEFAULTS = {
     "QuadraticBandit-v0": dict(obs_norm=False, iterations=60, eval_every=10, temp_start=0.5,
                                temp_end=0.5, gamma=1.0, num_groups=1, group_size=64, lr=1e-2,
                                optim_steps=20, trust_region=0.0),
-    "QuadraticBandit-v0/value": dict(num_groups=64, group_size=1),
+    "QuadraticBandit-v0/value": dict(num_groups=64, group_size=1, iterations=30),
     # err: the group baseline, lr decayed to 0 (PPO's steps do not vanish near the law by itself)
     "QuadraticBandit-v0/err": dict(baseline="group", optim_steps=10, minibatches=1, lr_decay=True,
                                    iterations=80, max_grad_norm=0.0),
@@ -149,6 +151,7 @@ MUST = {  # the checks an option's `must` may name
     "a positive integer": lambda value: value >= 1, ">= 0": lambda value: value >= 0,
     "a positive number": lambda value: value > 0 and math.isfinite(value),
     "a finite number >= 0": lambda value: value >= 0 and math.isfinite(value),
+    "a finite number": math.isfinite,
     "in (0, 1]": lambda value: 0 < value <= 1, "in [0, 1]": lambda value: 0 <= value <= 1,
 }
 # fmt: on

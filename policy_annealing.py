@@ -7,8 +7,8 @@ R(tau) = sum_t R_t, taking logs shows that the *trajectory value*
     V' = sum_t (R_t - T * log p_t)                                           -> trajectory_value
 
 is then one constant, T log Z with Z = sum_tau exp(R(tau)/T), for every trajectory from that
-state.  With densities in place of probabilities all of it holds for continuous actions (a
-Gaussian policy, see Agent).  Three ways to enforce it:
+state.  With densities in place of probabilities (Z an integral) all of it holds for continuous
+actions (a Gaussian policy, see Agent).  Three ways to enforce it:
 
   grouped  episodes reset with one seed share V'; minimise its spread         -> grouped_loss
   value    learn V(s) and enforce the discounted, bootstrapped per-step form  -> value_loss
@@ -82,6 +82,13 @@ def gaussian_entropy(log_std: Tensor) -> Tensor:
     """H = sum_i (log sigma_i + (1 + log 2 pi) / 2), a differential entropy: it may be negative.
     (..., action_dim) -> (...)."""
     return (log_std + 0.5 * (1 + math.log(2 * math.pi))).sum(-1)
+
+
+def tanh_log_jacobian(raw_actions: Tensor, half_range: Tensor) -> Tensor:
+    """log |da/du| of a = centre + half_range * tanh(u), summed over action dims, by
+    log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)): finite for any u.  (..., dim) -> (...)."""
+    u = raw_actions
+    return (half_range.log() + 2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)
 
 
 def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
@@ -225,31 +232,6 @@ def clipped_policy_loss(
 
 
 # ==== 3. Networks and the seed-grouped sampler ====================================================
-class RunningNormalizer(nn.Module):
-    """Observation normalisation from running mean and variance (Chan et al.'s parallel update).
-    Used for every env rather than the observation space's bounds: CartPole's velocity bounds are
-    infinite and LunarLander's are loose (+-10 for values near +-1).  Updated from training
-    batches only, after each update, so sampling and the update see the same policy.  Its
-    statistics are buffers: checkpoints carry them."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
-
-    def forward(self, obs: Tensor) -> Tensor:
-        return ((obs - self.mean) / (self.var + 1e-8).sqrt()).clamp(-10, 10).to(obs.dtype)
-
-    def update(self, obs: Tensor) -> None:  # obs: (n, dim)
-        n, mean, var = obs.shape[0], obs.double().mean(0), obs.double().var(0, unbiased=False)
-        total, delta = self.count + n, mean - self.mean
-        pooled = self.var * self.count + var * n + delta.square() * self.count * n / total
-        self.var.copy_(pooled / total)
-        self.mean.add_(delta * n / total)
-        self.count.copy_(total)
-
-
 def mlp(
     in_dim: int, out_dim: int, hidden: int, out_gain: float, generator: Generator
 ) -> nn.Sequential:
@@ -261,24 +243,31 @@ def mlp(
 
 
 def bounded_log_std(raw: Tensor, low: float = -5.0, high: float = 2.0) -> Tensor:
-    """raw -> log sigma in (low, high) by a sigmoid, sigma = 1 at raw = 0.  Bounded below because
-    -T log pi -> -inf as sigma -> 0; above because beyond an action bound the reward is flat
-    (see run_io.make_env), where -T log pi alone would widen sigma without end."""
+    """raw -> log sigma in (low, high) by a sigmoid, sigma = 1 at raw = 0 (SAC's bounds).  Below:
+    T = 0 does not resist collapse (-T log pi does), and (a - mean)/sigma and PPO's ratios blow up
+    on stored actions; a law with sigma < e^-5 is out of reach.  Above: no step flattens pi."""
     return low + (high - low) * torch.sigmoid(raw + math.log(-low / high))
 
 
 class Agent(nn.Module):
-    """Policy network: logits over Discrete actions, or a diagonal Gaussian's mean and log-std over
-    a Box's (continuous); optional value network; optional observation normaliser."""
+    """Policy network: logits over Discrete actions, or over a flat Box a diagonal Gaussian's mean
+    and log-std; optional value network; optional observation normaliser.  A bounded Box gets
+    a = centre + half_range * tanh(u), u the Gaussian's sample, and log pi(a) with the Jacobian,
+    so that p(a) ∝ exp(R(a)/T) lives on the box (why not a clip: docs/experiments.md)."""
 
-    def __init__(self, obs_dim: int, num_actions: int, hidden: int, with_value: bool,
-                 obs_norm: bool, seed: int = 0, continuous: bool = False):  # fmt: skip
-        super().__init__()  # num_actions: a Discrete's n, or a Box's dimension when continuous
+    def __init__(self, obs_dim: int, action_space: gym.Space, hidden: int, with_value: bool,
+                 obs_norm: bool, seed: int = 0):  # fmt: skip
+        super().__init__()
         generator = torch.Generator().manual_seed(seed)
-        self.continuous = continuous
-        self.normalizer = RunningNormalizer(obs_dim) if obs_norm else nn.Identity()
+        # a flat Box (run_io.make_env); half_range None: Discrete, or a Box without bounds
+        self.continuous, self.half_range = isinstance(action_space, gym.spaces.Box), None
+        num_actions = action_space.shape[0] if self.continuous else int(action_space.n)
+        if self.continuous and np.isfinite(action_space.low).all():  # all bounds, or none
+            low, high = action_space.low.astype(np.float64), action_space.high.astype(np.float64)
+            self.centre, self.half_range = (high + low) / 2, torch.tensor((high - low) / 2).float()
+        self.normalizer = run_io.RunningNormalizer(obs_dim) if obs_norm else nn.Identity()
         # gain 0.01: a nearly uniform first policy (Gaussian: mean ~0, sigma ~1), as at high T
-        self.policy = mlp(obs_dim, num_actions * (1 + continuous), hidden, 0.01, generator)
+        self.policy = mlp(obs_dim, num_actions * (1 + self.continuous), hidden, 0.01, generator)
         self.value = mlp(obs_dim, 1, hidden, 1.0, generator) if with_value else None
 
     def log_probs(self, obs: Tensor) -> Tensor:  # Discrete: (..., obs_dim) -> (..., num_actions)
@@ -291,12 +280,22 @@ class Agent(nn.Module):
     def values(self, obs: Tensor) -> Tensor:  # (..., obs_dim) -> (...)
         return self.value(self.normalizer(obs)).squeeze(-1)
 
+    def density(self, mean: Tensor, log_std: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """log pi(a|s) of the action of the Gaussian sample u, and H(pi(.|s)).  When squashed,
+        H(a) = H(u) + E log |da/du|, estimated at u reparameterised (mean + sigma * its fixed
+        noise), so that its gradient reaches mean and sigma.  (..., action_dim) -> (...)."""
+        log_prob, entropy = gaussian_log_density(u, mean, log_std), gaussian_entropy(log_std)
+        if self.half_range is None:
+            return log_prob, entropy
+        same_u = mean + log_std.exp() * ((u - mean) * torch.exp(-log_std)).detach()
+        jacobian, same_jacobian = (tanh_log_jacobian(x, self.half_range) for x in (u, same_u))
+        return log_prob - jacobian, entropy + same_jacobian
+
     def log_prob_and_entropy(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """log pi(a|s) of the actions taken, and H(pi(.|s)).  obs (..., obs_dim), actions (...)
-        long or (..., action_dim) float -> (...), (...)."""
+        long or (..., action_dim) float (u, before any squash) -> (...), (...)."""
         if self.continuous:
-            mean, log_std = self.gaussian(obs)
-            return gaussian_log_density(actions, mean, log_std), gaussian_entropy(log_std)
+            return self.density(*self.gaussian(obs), actions)
         log_pi = self.log_probs(obs)
         return log_pi.gather(-1, actions[..., None]).squeeze(-1), policy_entropy(log_pi)
 
@@ -308,18 +307,22 @@ class Agent(nn.Module):
             mean, log_std = self.gaussian(obs)
             noise = 0 if greedy else torch.randn(mean.shape, generator=generator)
             actions = mean + log_std.exp() * noise
-            return actions, gaussian_log_density(actions, mean, log_std), gaussian_entropy(log_std)
+            return actions, *self.density(mean, log_std, actions)
         log_pi = self.log_probs(obs)
         sampled = None if greedy else torch.multinomial(log_pi.exp(), 1, generator=generator)
         actions = log_pi.argmax(-1) if greedy else sampled.squeeze(-1)
         return actions, log_pi.gather(-1, actions[:, None]).squeeze(-1), policy_entropy(log_pi)
 
+    def env_action(self, action):  # what the env is given: a bounded Box's u, squashed
+        squash = self.half_range is not None
+        return self.centre + self.half_range.numpy() * np.tanh(action) if squash else action
+
     @torch.inference_mode()
     def act(self, obs, greedy: bool = False, generator: Generator | None = None):
-        """One action for one observation (normalised as in training), sampled or greedy."""
+        """One env action for one observation (normalised as in training), sampled or greedy."""
         obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32)[None]
         action = self.sample(obs, generator, greedy)[0][0]
-        return action.numpy() if self.continuous else int(action)
+        return self.env_action(action.numpy()) if self.continuous else int(action)
 
 
 @dataclasses.dataclass
@@ -359,7 +362,9 @@ def sample_episodes(envs: list[gym.Env], agent: Agent, seeds: np.ndarray | list[
             actions, taken, entropies = agent.sample(obs.float(), generator, greedy)
             stepped = zip(actions.tolist(), taken.tolist(), entropies.tolist(), strict=True)
             for i, (action, log_prob, entropy) in zip(running, stepped, strict=True):
-                next_obs, reward, terminated[i], truncated, _ = envs[i].step(action)
+                next_obs, reward, terminated[i], truncated, _ = envs[i].step(
+                    agent.env_action(action)
+                )
                 observations[i].append(next_obs)
                 steps[i].append((action, float(reward), log_prob, entropy))
                 ended[i] = terminated[i] or truncated
@@ -481,10 +486,8 @@ UPDATES = {"grouped": update_grouped, "value": update_value, "err": update_err}
 
 # ==== 5. Training loop ============================================================================
 def make_agent(cfg: Config, env: gym.Env, with_value: bool) -> Agent:
-    space, obs_dim = env.action_space, env.observation_space.shape[0]
-    continuous = isinstance(space, gym.spaces.Box)  # flat: run_io.make_env refuses others
-    num_actions = space.shape[0] if continuous else int(space.n)
-    return Agent(obs_dim, num_actions, cfg.hidden, with_value, cfg.obs_norm, cfg.seed, continuous)
+    obs_dim, space = env.observation_space.shape[0], env.action_space
+    return Agent(obs_dim, space, cfg.hidden, with_value, cfg.obs_norm, seed=cfg.seed)
 
 
 def budget_progress(cfg: Config, state: dict) -> float:
@@ -614,7 +617,7 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
             if cfg.target_entropy:  # the next batch's T, from this one's entropy
                 args = temperature, batch.mean_entropy, cfg.target_entropy, cfg.temp_lr
                 run.state["temperature"] = dual_temperature_step(*args)
-            if isinstance(agent.normalizer, RunningNormalizer):
+            if isinstance(agent.normalizer, run_io.RunningNormalizer):
                 agent.normalizer.update(batch.observations[..., :-1, :][batch.mask])
             wall_time = run.state["wall_time"] + time.perf_counter() - start
             # train_return, loss and entropy describe the batch sampled *before* this update;

@@ -27,6 +27,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "policy-annealing-checkpoint", 1
 
@@ -63,12 +64,9 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
     if mode:  # the same env again, now rendering
         env.close()
         env = gym.make(cfg.env, render_mode=mode, **cfg.env_kwargs)
-    if flat_box:
-        # Box actions are clipped to their bounds inside the env.  Then the action sampled is the
-        # one whose density enters log pi, exactly, and the clip is part of a deterministic env;
-        # tanh squashing would need its Jacobian in log pi.  The cost: beyond a bound the reward is
-        # flat, where the law p ∝ exp(R/T) has no normaliser; bounded_log_std keeps pi proper.
-        env = gym.wrappers.ClipAction(env)
+    bounds = np.isfinite(np.r_[actions.low, actions.high]) if flat_box else np.array([True])
+    if not (bounds.all() or not bounds.any()):  # a tanh squash needs both ends (see Agent)
+        raise UserError(f"--env {cfg.env} has {actions} actions; it needs all bounds or none")
     if mode == "rgb_array":
         try:
             env = gym.wrappers.RecordVideo(
@@ -100,6 +98,35 @@ def check_env(cfg) -> None:
     """Every refusal of make_env, --render's included, before anything is written."""
     with tempfile.TemporaryDirectory() as folder:  # RecordVideo makes its folder at once
         make_env(cfg, Path(folder) if cfg.render else None).close()
+
+
+# ---- observations -------------------------------------------------------------------------------
+
+
+class RunningNormalizer(nn.Module):
+    """Observation normalisation from running mean and variance (Chan et al.'s parallel update),
+    the agent's first layer (policy_annealing.Agent).
+    Used for every env rather than the observation space's bounds: CartPole's velocity bounds are
+    infinite and LunarLander's are loose (+-10 for values near +-1).  Updated from training
+    batches only, after each update, so sampling and the update see the same policy.  Its
+    statistics are buffers: checkpoints carry them."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return ((obs - self.mean) / (self.var + 1e-8).sqrt()).clamp(-10, 10).to(obs.dtype)
+
+    def update(self, obs: Tensor) -> None:  # obs: (n, dim)
+        n, mean, var = obs.shape[0], obs.double().mean(0), obs.double().var(0, unbiased=False)
+        total, delta = self.count + n, mean - self.mean
+        pooled = self.var * self.count + var * n + delta.square() * self.count * n / total
+        self.var.copy_(pooled / total)
+        self.mean.add_(delta * n / total)
+        self.count.copy_(total)
 
 
 # ---- files --------------------------------------------------------------------------------------

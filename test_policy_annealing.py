@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 import annealing_config
 import policy_annealing as pa
+import run_io
 import tree_env
 from testing_helpers import (
     SCHEDULED,
@@ -700,7 +701,7 @@ class StepAudit(gym.Wrapper):
 def batch_agent(env_id="CartPole-v1"):
     """The agent make_batch samples with (same init every call): with V and a normaliser."""
     env = gym.make(env_id)
-    return pa.Agent(env.observation_space.shape[0], env.action_space.n, 16, True, True)
+    return pa.Agent(env.observation_space.shape[0], env.action_space, 16, True, True)
 
 
 def group_seeds(groups, seed):
@@ -795,7 +796,7 @@ def test_sampler_same_seed_same_batch_other_seed_other_batch():
 
 
 def test_sampler_behaviour_log_probs_match_the_policy():
-    agent = pa.Agent(4, 2, 16, True, True)
+    agent = pa.Agent(4, gym.spaces.Discrete(2), 16, True, True)
     envs = [gym.make("CartPole-v1") for _ in range(4)]
     batch = pa.sample_episodes(envs, agent, [1, 2], 2, torch.Generator().manual_seed(0))
     recomputed = pa.taken_log_probs(agent, batch)
@@ -807,7 +808,10 @@ def test_tree_start_follows_the_seed_and_no_seed_groups_gives_each_episode_its_o
     assert [int(env.reset(seed=s)[0].argmax()) for s in range(6)] == [0, 1, 2, 0, 1, 2]
     assert {int(env.reset()[0].argmax()) for _ in range(50)} == {0, 1, 2}  # from np_random
     envs = [tree_env.TreeEnv(depth=3, num_starts=3) for _ in range(12)]
-    agent, generator = pa.Agent(env.num_nodes, 3, 16, False, False), torch.Generator()
+    agent, generator = (
+        pa.Agent(env.num_nodes, gym.spaces.Discrete(3), 16, False, False),
+        torch.Generator(),
+    )
     shared = pa.sample_episodes(envs, agent, np.arange(3), 4, generator)  # one seed per group
     own = pa.sample_episodes(envs, agent, np.arange(12), 4, generator)  # one per episode
     assert shared.observations[:, :, 0].argmax(-1).tolist() == [[0] * 4, [1] * 4, [2] * 4]
@@ -823,7 +827,7 @@ def test_tree_start_follows_the_seed_and_no_seed_groups_gives_each_episode_its_o
 def test_normalizer_merge_equals_pooled_mean_and_variance(chunks, seed):
     rng = np.random.default_rng(seed)
     data = [rng.normal(rng.normal(0, 5, 3), rng.uniform(0.1, 10, 3), (n, 3)) for n in chunks]
-    normalizer = pa.RunningNormalizer(3)
+    normalizer = run_io.RunningNormalizer(3)
     for chunk in data:
         normalizer.update(torch.as_tensor(chunk))
     pooled = np.concatenate(data)
@@ -841,13 +845,13 @@ def test_value_policy_steps_move_v_every_step_and_the_policy_in_the_last_ones(po
     """--policy-steps K of N: V takes all N steps, the policy only the last K (Adam's per-parameter
     step counts), and the update is N explicit steps of which the first N - K see detached
     log-probs, so the order (V alone first) is checked too.  K = 0 means every step."""
-    agent = pa.Agent(4, 2, 16, True, True, seed=1)
+    agent = pa.Agent(4, gym.spaces.Discrete(2), 16, True, True, seed=1)
     envs = [gym.make("CartPole-v1") for _ in range(4)]
     batch = pa.sample_episodes(envs, agent, [1, 2], 2, torch.Generator().manual_seed(0))
     cfg = config(algo="value", optim_steps=3, policy_steps=policy_steps)
 
     def fresh():
-        copy = pa.Agent(4, 2, 16, True, True, seed=1)
+        copy = pa.Agent(4, gym.spaces.Discrete(2), 16, True, True, seed=1)
         nets = [copy.policy.parameters(), copy.value.parameters()]
         return copy, torch.optim.Adam([dict(params=params, lr=1e-2) for params in nets])
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -30,7 +31,14 @@ class GridActions(gym.Env):
     action_space = gym.spaces.Box(-1.0, 1.0, (2, 2))
 
 
+class HalfBoundedActions(GridActions):
+    """A flat Box with one bounded and one unbounded dimension: refused (no tanh squash fits)."""
+
+    action_space = gym.spaces.Box(np.array([-1.0, -np.inf]), np.array([1.0, np.inf]))
+
+
 gym.register("GridActions-v0", entry_point=GridActions)
+gym.register("HalfBoundedActions-v0", entry_point=HalfBoundedActions)
 
 
 SMOKE_ARGS = (
@@ -60,6 +68,7 @@ def one_line_error(capsys, *argv, expect):
     [
         (["--env", "NoSuchEnv-v0"], "unknown env"),
         (["--env", "GridActions-v0"], "it needs Discrete or a flat Box"),
+        (["--env", "HalfBoundedActions-v0"], "it needs all bounds or none"),
         (["--env", "QuadraticBandit-v0", "--env-kwargs", '{"mean": [0, 1]}'], "bad --env-kwargs"),
         (["--env", "FrozenLake-v1"], "flat Box observation"),
         (["--algo", "sac"], "invalid choice"),
@@ -86,6 +95,8 @@ def one_line_error(capsys, *argv, expect):
         (["--algo", "grouped", "--ppo-clip", "0.1"], "--ppo-clip is an option of --algo err"),
         (["--algo", "err", "--ppo-clip", "0"], "--ppo-clip must be a positive number"),
         (["--target-entropy", "0.5", "--temp-end", "0.3"], "drop --temp-end"),
+        (["--target-entropy", "nan"], "--target-entropy must be a finite number"),
+        (["--target-entropy", "-1", "--temp-lr", "0"], "--temp-lr must be in (0, 1]"),
         (["--temp-lr", "0.1"], "give one, or drop --temp-lr"),
         (["--env"], "expected one argument"),
         (["--iterations", "two"], "invalid int value"),

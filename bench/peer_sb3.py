@@ -226,8 +226,10 @@ def normalize_kwargs(zoo):
     normalize = zoo.get("normalize", False)
     if not normalize:
         return None
-    kwargs = zoo_eval(normalize) if isinstance(normalize, str) else {}
-    kwargs = dict(normalize) if isinstance(normalize, dict) else kwargs
+    if isinstance(normalize, str):  # e.g. "dict(norm_obs=False, norm_reward=True)"
+        kwargs = zoo_eval(normalize)
+    else:
+        kwargs = dict(normalize) if isinstance(normalize, dict) else {}
     return kwargs | ({"gamma": zoo["gamma"]} if "gamma" in zoo else {})
 
 
@@ -325,7 +327,7 @@ class Evaluator(BaseCallback):
         super().__init__()
         self.args, self.threshold, self.eval_every, self.write = args, threshold, eval_every, write
         self.history, self.crossings, self.solved = [], [], None
-        self.next_eval, self.out_of_time, self.start, self.eval_time = 0, False, None, 0.0
+        self.next_eval, self.out_of_time, self.start, self.eval_time = eval_every, False, None, 0.0
 
     def training_seconds(self):
         return 0.0 if self.start is None else time.perf_counter() - self.start - self.eval_time
