@@ -374,6 +374,10 @@ def test_signal_keeps_completed_iterations_and_resume_continues_identically(tmp_
         "5",
         "--eval-episodes",
         "2",
+        "--confirm-episodes",
+        "2",
+        "--final-eval-episodes",
+        "2",
         "--seed",
         "3",
         "--quiet",
@@ -408,8 +412,6 @@ def test_signal_keeps_completed_iterations_and_resume_continues_identically(tmp_
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
-    cfg = parsed_config(args)
-    # a shorter final evaluation than the subprocess's: it is not part of the history
-    uninterrupted = train(dataclasses.replace(cfg, final_eval_episodes=2), tmp_path / "straight")
+    uninterrupted = train(parsed_config(args), tmp_path / "straight")
     final = json.loads(experiment_path.read_text())
     assert without_wall_time(final["history"]) == without_wall_time(uninterrupted["history"])
