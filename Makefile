@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 test: $(VENV)/.installed  ## run every test (test_*.py; builds .venv first if needed)
-	$(PYTEST) -n 2 test_*.py
+	$(PYTEST) -n 2 --dist worksteal test_*.py  # worksteal: the long tests do not queue behind one worker
 
 test-fast: $(VENV)/.installed  ## the math and property tests only: no update, training run or subprocess
 	$(PYTEST) -m "not slow" test_policy_annealing.py test_continuous.py
