@@ -50,6 +50,24 @@ class Config:
                                    must="a finite number")  # fmt: skip
     temp_lr: float = option(0.05, "--target-entropy: step of the dual update on log T",
                             must="in (0, 1]")  # fmt: skip
+    target_entropy_end: float = option(0.0, "--target-entropy: the target at the run's budget, "
+                                       "linear from --target-entropy (0: held)",
+                                       must="a finite number")  # fmt: skip
+    # the bounds of an adapting T: the entropy lags T by many batches of an on-policy learner, so
+    # an unbounded dual step overshoots (LunarLander grouped: T 0.1 -> 2e-4, docs/experiments.md)
+    temp_min: float = option(
+        1e-3,
+        "--target-entropy: floor of T (at T -> 0 nothing resists "
+        "a collapse to a deterministic policy)",
+        must="a positive number",
+    )
+    temp_max: float = option(10.0, "--target-entropy: ceiling of T (above the return scale the "
+                             "law is uniform)", must="a positive number")  # fmt: skip
+    temp_max_step: float = option(0.1, "--target-entropy: largest change of log T a batch",
+                                  must="a positive number")  # fmt: skip
+    entropy_signal: str = option("batch", "--target-entropy: the entropy followed: the batch's "
+                                 "sampled, its average over batches, or after the update",
+                                 choices=("batch", "average", "updated"))  # fmt: skip
     # 0.05 nats per step: neither collapse nor stall, see trust_region_targets
     trust_region: float = option(0.05, "grouped: nats per episode step a batch may move (0: off)",
                                  algos=("grouped",))  # fmt: skip
@@ -170,6 +188,11 @@ MUST = {  # the checks an option's `must` may name
 # fmt: on
 
 
+# the options of the automatic temperature, refused without --target-entropy
+CONTROL = ("temp_lr", "target_entropy_end", "temp_min", "temp_max", "temp_max_step",
+           "entropy_signal")  # fmt: skip
+
+
 def defaults_for(env_id: str, algo: str) -> dict:
     """Config for this env and algo: its defaults with their overrides on top."""
     merged = dataclasses.asdict(Config(env=env_id, algo=algo))
@@ -201,8 +224,12 @@ def check_config(cfg: Config, given: tuple | dict = ()) -> None:
         raise UserError("--confirm-episodes must be >= --eval-episodes to confirm an evaluation")
     if cfg.target_entropy and ("temp_end" in given or cfg.temp_start == 0):
         raise UserError("--target-entropy adapts T from a --temp-start > 0; drop --temp-end")
-    if "temp_lr" in given and not cfg.target_entropy:
-        raise UserError("--temp-lr steps T toward --target-entropy; give one, or drop --temp-lr")
+    for name in CONTROL:
+        if name in given and not cfg.target_entropy:
+            flag = f"--{name.replace('_', '-')}"
+            raise UserError(f"{flag} steers T toward --target-entropy; give one, or drop {flag}")
+    if cfg.target_entropy and not cfg.temp_min <= cfg.temp_start <= cfg.temp_max:
+        raise UserError("--target-entropy: --temp-start must lie in [--temp-min, --temp-max]")
     if cfg.validate and not cfg.load_model:
         raise UserError("--validate evaluates a saved policy: add --load-model PATH")
 

@@ -59,11 +59,15 @@ def err_rewards(rewards: Tensor, log_probs: Tensor, temperature: float) -> Tenso
     return rewards - temperature * log_probs
 
 
-def dual_temperature_step(temperature: float, entropy: float, target: float, step: float) -> float:
+def dual_temperature_step(temperature: float, entropy: float, target: float, step: float,
+                          max_change: float, floor: float, ceiling: float) -> float:  # fmt: skip
     """log T <- log T + step * (target - H), SAC's automatic entropy tuning with T for alpha: T
-    rises while the sampled policy is less random than the target (nats a step), falls while it
-    is more, and stops where the law at T has that entropy."""
-    return temperature * math.exp(step * (target - entropy))
+    rises while the policy is less random than the target (nats a step), falls while it is more,
+    and stops where the law at T has that entropy.  The change of log T is capped at max_change a
+    batch (an on-policy learner's entropy lags T by many batches) and T kept in [floor, ceiling]
+    (at T -> 0 nothing resists collapse; at T -> inf the law is uniform)."""
+    change = min(max(step * (target - entropy), -max_change), max_change)
+    return min(max(temperature * math.exp(change), floor), ceiling)
 
 
 def policy_entropy(log_pi: Tensor) -> Tensor:
@@ -511,6 +515,28 @@ def temperature_at(cfg: Config, progress: float) -> float:
     return cfg.temp_start * (cfg.temp_end / cfg.temp_start) ** progress
 
 
+def target_entropy_at(cfg: Config, progress: float) -> float:
+    """--target-entropy, held or linear to --target-entropy-end over the budget (nats a step)."""
+    end = cfg.target_entropy_end or cfg.target_entropy
+    return cfg.target_entropy + (end - cfg.target_entropy) * progress
+
+
+def followed_entropy(cfg: Config, agent: Agent, batch: Batch, state: dict) -> float:
+    """The entropy a step that the dual step follows (--entropy-signal): the batch's sampled one,
+    its moving average over batches (weight 0.2 on the newest), or the updated policy's on the
+    batch's states."""
+    if cfg.entropy_signal == "updated":
+        with torch.no_grad():
+            obs = batch.observations[..., :-1, :]
+            entropies = agent.log_prob_and_entropy(obs, batch.actions)[1]
+        return float(masked_sum(entropies, batch.mask).sum() / batch.mask.sum())
+    if cfg.entropy_signal == "average":  # kept in the run's state: a resumed run goes on alike
+        previous = state.get("entropy_average", batch.mean_entropy)
+        state["entropy_average"] = 0.8 * previous + 0.2 * batch.mean_entropy
+        return state["entropy_average"]
+    return batch.mean_entropy
+
+
 def evaluate(agent: Agent, envs: list[gym.Env], cfg: Config, stream: int, greedy: bool = False,
              confirm: bool = False) -> tuple[np.ndarray, float]:  # fmt: skip
     """Returns and mean entropy of len(envs) episodes on seeds at or above 2^31 (training's are
@@ -614,11 +640,13 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
             seeds = seed_rng.integers(0, 2**31, cfg.num_groups if cfg.seed_groups else len(envs))
             batch = sample_episodes(envs, agent, seeds, cfg.group_size, action_generator)
             loss = UPDATES[cfg.algo](agent, optimizer, batch, temperature, cfg, action_generator)
-            if cfg.target_entropy:  # the next batch's T, from this one's entropy
-                args = temperature, batch.mean_entropy, cfg.target_entropy, cfg.temp_lr
-                run.state["temperature"] = dual_temperature_step(*args)
             if isinstance(agent.normalizer, run_io.RunningNormalizer):
                 agent.normalizer.update(batch.observations[..., :-1, :][batch.mask])
+            if cfg.target_entropy:  # the next batch's T, from this one's entropy
+                entropy = followed_entropy(cfg, agent, batch, run.state)
+                run.state["temperature"] = dual_temperature_step(
+                    temperature, entropy, target_entropy_at(cfg, progress), cfg.temp_lr,
+                    cfg.temp_max_step, cfg.temp_min, cfg.temp_max)  # fmt: skip
             wall_time = run.state["wall_time"] + time.perf_counter() - start
             # train_return, loss and entropy describe the batch sampled *before* this update;
             # eval_return and confirm_return the policy *after* it.
