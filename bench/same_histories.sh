@@ -21,7 +21,7 @@ for side in ref new; do
   for i in "${!runs[@]}"; do
     (cd "$dir" && $py policy_annealing.py ${runs[$i]} --quiet --overwrite --out "$tmp/$side-$i" >/dev/null)
     $py -c "import json,sys; e=json.load(open(sys.argv[1])); s=e['summary']
-print(json.dumps([{k: v for k, v in r.items() if k != 'wall_time'} for r in e['history']]
+print(json.dumps(sort_keys=True, obj=[{k: v for k, v in r.items() if k != 'wall_time'} for r in e['history']]
                  + [s.get('final_eval'), s.get('exact_kl'), s['env_steps']]))" \
       "$tmp/$side-$i/experiment.json" > "$tmp/$side-$i.json"
   done
