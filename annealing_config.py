@@ -109,6 +109,38 @@ class Config:
     render: str = option("", "show or record evaluations' 1st episode", choices=("human", "video"))
     quiet: bool = option(False, "no progress bar and no summary line")
 
+    # ---- the schedules over the run's budget: as an iteration starts, progress in [0, 1]
+    def learning_rates(self, progress: float) -> list[float]:
+        """--lr and --value-lr; --lr-decay: linear to 0 at the budget (Adam's steps stay ~lr
+        near the optimum otherwise)."""
+        scale = 1 - progress if self.lr_decay else 1
+        return [self.lr * scale, (self.value_lr or self.lr) * scale]
+
+    def budget_progress(self, state: dict) -> float:
+        """The share of the schedule_clock's budget spent as an iteration starts, in [0, 1].  Env
+        steps and iterations keep a seed's run reproducible; minutes do not (T follows the clock).
+        Another budget that ends the run first (say 30 minutes before 10M steps) cuts it short."""
+        name, budget = schedule_clock(self)  # state: the run's iteration, env_steps and wall_time
+        if name == "max_env_steps":
+            return min(state["env_steps"] / budget, 1.0)
+        if name == "max_minutes":
+            return min(state["wall_time"] / (60 * budget), 1.0)
+        return state["iteration"] / budget
+
+    def temperature_at(self, progress: float) -> float:
+        """Geometric schedule temp_start -> temp_end (constant when they are equal).  Geometric:
+        the law's sharpness goes with 1/T, so each factor of T (0.5 -> 0.05 is one factor of 10)
+        gets an equal share of the budget; a linear one would spend 90 % above the last decade."""
+        if self.temp_start == self.temp_end:
+            return self.temp_start
+        return self.temp_start * (self.temp_end / self.temp_start) ** progress
+
+    def target_entropy_at(self, progress: float) -> float:
+        """--target-entropy, held or linear to --target-entropy-end over the budget (nats a
+        step)."""
+        end = self.target_entropy_end or self.target_entropy
+        return self.target_entropy + (end - self.target_entropy) * progress
+
 
 # Overrides of Config's defaults per env and algo, chosen on tuning seeds (docs/experiments.md).
 # fmt: off
@@ -288,6 +320,17 @@ def build_parser(env: str = Config.env, algo: str = Config.algo) -> argparse.Arg
             extra["help"] += f" (default {defaults[field.name]})" if shown else ""
         parser.add_argument(flag, dest=field.name, default=None, **extra)
     return parser
+
+
+def parse_command_line(argv: list[str]) -> Config:
+    """The checked Config of a command line.  --env and --algo are read first: the parser's
+    --help shows their defaults."""
+    pair = argparse.ArgumentParser(add_help=False)
+    pair.error = refuse
+    pair.add_argument("--env", default=Config.env)
+    pair.add_argument("--algo", default=Config.algo)
+    parser = build_parser(**vars(pair.parse_known_args(argv)[0]))
+    return config_from_args(parser.parse_args(argv))
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

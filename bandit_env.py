@@ -39,7 +39,7 @@ class QuadraticBandit(gym.Env):
     def exact_trajectory_kl(self, agent, temperature: float) -> float:
         """KL(pi || N(mu, T A^-1)) of the agent's Gaussian at the one state, in float64."""
         with torch.no_grad():
-            mean, log_std = agent.gaussian(torch.ones(1, 1))
+            mean, log_std = agent.head.gaussian(agent.policy_outputs(torch.ones(1, 1)))
         mean, var = mean[0].double().numpy(), np.exp(2 * log_std[0].double().numpy())
         law_mean, law_var = self.exact_law(temperature)
         per_dim = 0.5 * (np.log(law_var / var) + (var + (mean - law_mean) ** 2) / law_var - 1)

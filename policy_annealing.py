@@ -24,11 +24,9 @@ Tensors are laid out (num_groups, group_size, steps, ...); batch = num_groups * 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
-import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -39,8 +37,7 @@ from torch.optim import Optimizer
 
 import annealing_config
 import run_io
-from annealing_config import Config, check_config, config_of, schedule_clock
-from run_io import UserError
+from annealing_config import Config, check_config, config_of
 
 gym.register("Tree-v0", entry_point="tree_env:TreeEnv")  # imported only when made
 gym.register("QuadraticBandit-v0", entry_point="bandit_env:QuadraticBandit")
@@ -235,7 +232,7 @@ def clipped_policy_loss(
     return -torch.minimum(ratio * advantages, clipped * advantages).mean()
 
 
-# ==== 3. Networks and the seed-grouped sampler ====================================================
+# ==== 3. The policy: observation normaliser, action heads, agent; the seed-grouped sampler =======
 def mlp(
     in_dim: int, out_dim: int, hidden: int, out_gain: float, generator: Generator
 ) -> nn.Sequential:
@@ -246,6 +243,56 @@ def mlp(
     return nn.Sequential(linears[0], nn.Tanh(), linears[1], nn.Tanh(), linears[2])
 
 
+class RunningNormalizer(nn.Module):
+    """Observations scaled by running mean and variance (Chan et al.'s parallel update), not by
+    the space's bounds (CartPole's are infinite, LunarLander's loose), in front of both networks.
+    Updated from training batches after each update: sampling and the update see one policy."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return ((obs - self.mean) / (self.var + 1e-8).sqrt()).clamp(-10, 10).to(obs.dtype)
+
+    def update(self, obs: Tensor) -> None:  # obs: (n, dim)
+        n, mean, var = obs.shape[0], obs.double().mean(0), obs.double().var(0, unbiased=False)
+        total, delta = self.count + n, mean - self.mean
+        pooled = self.var * self.count + var * n + delta.square() * self.count * n / total
+        self.var.copy_(pooled / total)
+        self.mean.add_(delta * n / total)
+        self.count.copy_(total)
+
+
+# An action head turns the policy network's outputs into a distribution over one action space:
+# sample (or greedy), log pi and entropy of stored actions, and the env's action.  A new action
+# space is one more head.  out: (..., num_outputs) -> actions (...) or (..., action_dim).
+class CategoricalHead:
+    """Discrete actions: a softmax over the outputs (logits)."""
+
+    action_dtype = torch.long
+
+    def __init__(self, space: gym.spaces.Discrete):
+        self.num_outputs = int(space.n)
+
+    def log_probs(self, out: Tensor) -> Tensor:  # -> (..., num_actions)
+        return torch.log_softmax(out, dim=-1)
+
+    def log_prob_and_entropy(self, out: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        log_pi = self.log_probs(out)
+        return log_pi.gather(-1, actions[..., None]).squeeze(-1), policy_entropy(log_pi)
+
+    def draw(self, out: Tensor, generator: Generator | None, greedy: bool) -> Tensor:
+        log_pi = self.log_probs(out)  # greedy: the most likely action
+        drawn = None if greedy else torch.multinomial(log_pi.exp(), 1, generator=generator)
+        return log_pi.argmax(-1) if greedy else drawn.squeeze(-1)
+
+    def env_action(self, action) -> int:
+        return int(action)
+
+
 def bounded_log_std(raw: Tensor, low: float = -5.0, high: float = 2.0) -> Tensor:
     """raw -> log sigma in (low, high) by a sigmoid, sigma = 1 at raw = 0 (SAC's bounds).  Below:
     T = 0 does not resist collapse (-T log pi does), and (a - mean)/sigma and PPO's ratios blow up
@@ -253,36 +300,24 @@ def bounded_log_std(raw: Tensor, low: float = -5.0, high: float = 2.0) -> Tensor
     return low + (high - low) * torch.sigmoid(raw + math.log(-low / high))
 
 
-class Agent(nn.Module):
-    """Policy network: logits over Discrete actions, or over a flat Box a diagonal Gaussian's mean
-    and log-std; optional value network; optional observation normaliser.  A bounded Box gets
-    a = centre + half_range * tanh(u), u the Gaussian's sample, and log pi(a) with the Jacobian,
-    so that p(a) ∝ exp(R(a)/T) lives on the box (why not a clip: docs/experiments.md)."""
+class GaussianHead:
+    """A flat Box: a diagonal Gaussian over u, the outputs its mean and raw log-std.  The batch
+    stores u.  A bounded Box gets a = centre + half_range * tanh(u) and log pi(a) with the
+    Jacobian, so that p(a) ∝ exp(R(a)/T) lives on the box (a clip would make the law improper:
+    past a bound the reward is flat and -T log pi spreads mass there for free, docs/experiments.md).
+    A Box without bounds gets u itself."""
 
-    def __init__(self, obs_dim: int, action_space: gym.Space, hidden: int, with_value: bool,
-                 obs_norm: bool, seed: int = 0):  # fmt: skip
-        super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        # a flat Box (run_io.make_env); half_range None: Discrete, or a Box without bounds
-        self.continuous, self.half_range = isinstance(action_space, gym.spaces.Box), None
-        num_actions = action_space.shape[0] if self.continuous else int(action_space.n)
-        if self.continuous and np.isfinite(action_space.low).all():  # all bounds, or none
-            low, high = action_space.low.astype(np.float64), action_space.high.astype(np.float64)
+    action_dtype = torch.float32
+
+    def __init__(self, space: gym.spaces.Box):
+        self.num_outputs, self.half_range = 2 * space.shape[0], None
+        if np.isfinite(space.low).all():  # all bounds or none (run_io.make_env)
+            low, high = space.low.astype(np.float64), space.high.astype(np.float64)
             self.centre, self.half_range = (high + low) / 2, torch.tensor((high - low) / 2).float()
-        self.normalizer = run_io.RunningNormalizer(obs_dim) if obs_norm else nn.Identity()
-        # gain 0.01: a nearly uniform first policy (Gaussian: mean ~0, sigma ~1), as at high T
-        self.policy = mlp(obs_dim, num_actions * (1 + self.continuous), hidden, 0.01, generator)
-        self.value = mlp(obs_dim, 1, hidden, 1.0, generator) if with_value else None
 
-    def log_probs(self, obs: Tensor) -> Tensor:  # Discrete: (..., obs_dim) -> (..., num_actions)
-        return torch.log_softmax(self.policy(self.normalizer(obs)), dim=-1)
-
-    def gaussian(self, obs: Tensor) -> tuple[Tensor, Tensor]:  # -> mean, log-std (..., action_dim)
-        mean, raw = self.policy(self.normalizer(obs)).chunk(2, dim=-1)
+    def gaussian(self, out: Tensor) -> tuple[Tensor, Tensor]:  # -> mean, log-std (..., dim)
+        mean, raw = out.chunk(2, dim=-1)
         return mean, bounded_log_std(raw)
-
-    def values(self, obs: Tensor) -> Tensor:  # (..., obs_dim) -> (...)
-        return self.value(self.normalizer(obs)).squeeze(-1)
 
     def density(self, mean: Tensor, log_std: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """log pi(a|s) of the action of the Gaussian sample u, and H(pi(.|s)).  When squashed,
@@ -295,38 +330,58 @@ class Agent(nn.Module):
         jacobian, same_jacobian = (tanh_log_jacobian(x, self.half_range) for x in (u, same_u))
         return log_prob - jacobian, entropy + same_jacobian
 
+    def log_prob_and_entropy(self, out: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        return self.density(*self.gaussian(out), actions)
+
+    def draw(self, out: Tensor, generator: Generator | None, greedy: bool) -> Tensor:
+        mean, log_std = self.gaussian(out)
+        noise = 0 if greedy else torch.randn(mean.shape, generator=generator)
+        return mean + log_std.exp() * noise  # greedy: the mean
+
+    def env_action(self, action) -> np.ndarray:  # u, squashed into a bounded Box
+        u = np.asarray(action)  # an ndarray, not the list sample_episodes holds
+        return u if self.half_range is None else self.centre + self.half_range.numpy() * np.tanh(u)
+
+
+class Agent(nn.Module):
+    """The policy network and its action head, an optional value network, an optional observation
+    normaliser in front of both."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, hidden: int, with_value: bool,
+                 obs_norm: bool, seed: int = 0):  # fmt: skip
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        continuous = isinstance(action_space, gym.spaces.Box)  # a flat Box (run_io.make_env)
+        self.head = (GaussianHead if continuous else CategoricalHead)(action_space)
+        self.normalizer = RunningNormalizer(obs_dim) if obs_norm else nn.Identity()
+        # gain 0.01: a nearly uniform first policy (Gaussian: mean ~0, sigma ~1), as at high T
+        self.policy = mlp(obs_dim, self.head.num_outputs, hidden, 0.01, generator)
+        self.value = mlp(obs_dim, 1, hidden, 1.0, generator) if with_value else None
+
+    def policy_outputs(self, obs: Tensor) -> Tensor:  # (..., obs_dim) -> (..., num_outputs)
+        return self.policy(self.normalizer(obs))
+
+    def values(self, obs: Tensor) -> Tensor:  # (..., obs_dim) -> (...)
+        return self.value(self.normalizer(obs)).squeeze(-1)
+
     def log_prob_and_entropy(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """log pi(a|s) of the actions taken, and H(pi(.|s)).  obs (..., obs_dim), actions (...)
         long or (..., action_dim) float (u, before any squash) -> (...), (...)."""
-        if self.continuous:
-            return self.density(*self.gaussian(obs), actions)
-        log_pi = self.log_probs(obs)
-        return log_pi.gather(-1, actions[..., None]).squeeze(-1), policy_entropy(log_pi)
+        return self.head.log_prob_and_entropy(self.policy_outputs(obs), actions)
 
     def sample(self, obs: Tensor, generator: Generator | None = None,
                greedy: bool = False) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
         """Actions for (n, obs_dim) observations, sampled or greedy (the argmax, the mean), with
         their log pi and the entropies, as log_prob_and_entropy but from one forward pass."""
-        if self.continuous:
-            mean, log_std = self.gaussian(obs)
-            noise = 0 if greedy else torch.randn(mean.shape, generator=generator)
-            actions = mean + log_std.exp() * noise
-            return actions, *self.density(mean, log_std, actions)
-        log_pi = self.log_probs(obs)
-        sampled = None if greedy else torch.multinomial(log_pi.exp(), 1, generator=generator)
-        actions = log_pi.argmax(-1) if greedy else sampled.squeeze(-1)
-        return actions, log_pi.gather(-1, actions[:, None]).squeeze(-1), policy_entropy(log_pi)
-
-    def env_action(self, action):  # what the env is given: a bounded Box's u, squashed
-        squash = self.half_range is not None
-        return self.centre + self.half_range.numpy() * np.tanh(action) if squash else action
+        outputs = self.policy_outputs(obs)
+        actions = self.head.draw(outputs, generator, greedy)
+        return actions, *self.head.log_prob_and_entropy(outputs, actions)
 
     @torch.inference_mode()
     def act(self, obs, greedy: bool = False, generator: Generator | None = None):
         """One env action for one observation (normalised as in training), sampled or greedy."""
         obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32)[None]
-        action = self.sample(obs, generator, greedy)[0][0]
-        return self.env_action(action.numpy()) if self.continuous else int(action)
+        return self.head.env_action(self.sample(obs, generator, greedy)[0][0].numpy())
 
 
 @dataclasses.dataclass
@@ -366,9 +421,8 @@ def sample_episodes(envs: list[gym.Env], agent: Agent, seeds: np.ndarray | list[
             actions, taken, entropies = agent.sample(obs.float(), generator, greedy)
             stepped = zip(actions.tolist(), taken.tolist(), entropies.tolist(), strict=True)
             for i, (action, log_prob, entropy) in zip(running, stepped, strict=True):
-                next_obs, reward, terminated[i], truncated, _ = envs[i].step(
-                    agent.env_action(action)
-                )
+                env_action = agent.head.env_action(action)
+                next_obs, reward, terminated[i], truncated, _ = envs[i].step(env_action)
                 observations[i].append(next_obs)
                 steps[i].append((action, float(reward), log_prob, entropy))
                 ended[i] = terminated[i] or truncated
@@ -383,7 +437,7 @@ def sample_episodes(envs: list[gym.Env], agent: Agent, seeds: np.ndarray | list[
     actions, rewards, log_probs, entropies = per_step  # steps[i] transposed: one list per field
     return Batch(
         observations=padded(observations, torch.float32),
-        actions=padded(actions, torch.float32 if agent.continuous else torch.long),
+        actions=padded(actions, agent.head.action_dtype),
         rewards=padded(rewards, torch.float32),
         log_probs=padded(log_probs, torch.float32),
         entropies=padded(entropies, torch.float32),
@@ -494,31 +548,11 @@ def make_agent(cfg: Config, env: gym.Env, with_value: bool) -> Agent:
     return Agent(obs_dim, space, cfg.hidden, with_value, cfg.obs_norm, seed=cfg.seed)
 
 
-def budget_progress(cfg: Config, state: dict) -> float:
-    """The share of the schedule_clock's budget spent as an iteration starts, in [0, 1].  Env
-    steps and iterations keep a seed's run reproducible; minutes do not (T follows the clock).
-    Another budget that ends the run first (say 30 minutes before 10M steps) cuts it short."""
-    name, budget = schedule_clock(cfg)  # state: the run's iteration, env_steps and wall_time
-    if name == "max_env_steps":
-        return min(state["env_steps"] / budget, 1.0)
-    if name == "max_minutes":
-        return min(state["wall_time"] / (60 * budget), 1.0)
-    return state["iteration"] / budget
-
-
-def temperature_at(cfg: Config, progress: float) -> float:
-    """Geometric schedule temp_start -> temp_end (constant when they are equal).  Geometric: the
-    law's sharpness goes with 1/T, so each factor of T (0.5 -> 0.05 is one factor of 10) gets an
-    equal share of the budget; a linear schedule would spend 90 % of it above the last decade."""
-    if cfg.temp_start == cfg.temp_end:
-        return cfg.temp_start
-    return cfg.temp_start * (cfg.temp_end / cfg.temp_start) ** progress
-
-
-def target_entropy_at(cfg: Config, progress: float) -> float:
-    """--target-entropy, held or linear to --target-entropy-end over the budget (nats a step)."""
-    end = cfg.target_entropy_end or cfg.target_entropy
-    return cfg.target_entropy + (end - cfg.target_entropy) * progress
+def make_optimizer(cfg: Config, agent: Agent) -> Optimizer:
+    """Adam: the policy at --lr, V (grouped has none) at --value-lr, PCL's eta_pi and eta_v."""
+    nets = [agent.policy] + ([agent.value] if agent.value is not None else [])
+    groups = zip(nets, cfg.learning_rates(0.0), strict=False)
+    return torch.optim.Adam([dict(params=net.parameters(), lr=lr) for net, lr in groups])
 
 
 def followed_entropy(cfg: Config, agent: Agent, batch: Batch, state: dict) -> float:
@@ -527,14 +561,21 @@ def followed_entropy(cfg: Config, agent: Agent, batch: Batch, state: dict) -> fl
     batch's states."""
     if cfg.entropy_signal == "updated":
         with torch.no_grad():
-            obs = batch.observations[..., :-1, :]
-            entropies = agent.log_prob_and_entropy(obs, batch.actions)[1]
-        return float(masked_sum(entropies, batch.mask).sum() / batch.mask.sum())
+            entropies = agent.log_prob_and_entropy(batch.observations[..., :-1, :], batch.actions)
+        return dataclasses.replace(batch, entropies=entropies[1]).mean_entropy
     if cfg.entropy_signal == "average":  # kept in the run's state: a resumed run goes on alike
         previous = state.get("entropy_average", batch.mean_entropy)
         state["entropy_average"] = 0.8 * previous + 0.2 * batch.mean_entropy
         return state["entropy_average"]
     return batch.mean_entropy
+
+
+def adapted_temperature(cfg: Config, agent: Agent, batch: Batch, temperature: float,
+                        progress: float, state: dict) -> float:  # fmt: skip
+    """The next batch's T: the bounded dual step from this one's entropy toward the target."""
+    entropy, target = followed_entropy(cfg, agent, batch, state), cfg.target_entropy_at(progress)
+    step, bounds = cfg.temp_lr, (cfg.temp_max_step, cfg.temp_min, cfg.temp_max)
+    return dual_temperature_step(temperature, entropy, target, step, *bounds)
 
 
 def evaluate(agent: Agent, envs: list[gym.Env], cfg: Config, stream: int, greedy: bool = False,
@@ -553,11 +594,20 @@ def evaluate(agent: Agent, envs: list[gym.Env], cfg: Config, stream: int, greedy
     return batch.returns.flatten().numpy(), batch.mean_entropy
 
 
-def solves(record: dict, threshold: float | None) -> bool:
-    """Solved means confirmed: an evaluation reached the env's threshold and --confirm-episodes
-    fresh episodes of the same policy did too.  A lucky evaluation alone does not count."""
-    confirmed = record.get("confirm_return")  # None: no crossing (or an old run's record)
-    return None not in (threshold, confirmed) and confirmed >= threshold
+def evaluate_iteration(agent: Agent, cfg: Config, run: run_io.Run, temperature: float) -> dict:
+    """Every --eval-every iterations (and at the last) eval_return; a crossing of the threshold
+    before the first solve is confirmed or not by fresh episodes (confirm_return: solved means
+    confirmed, see run_io.solves); on an enumerable env exact_kl at this T."""
+    iteration, result = run.state["iteration"] + 1, dict(eval_return=None, confirm_return=None)
+    if iteration % cfg.eval_every == 0 or iteration == cfg.iterations:
+        returns, _ = evaluate(agent, run.eval_envs, cfg, iteration)
+        result["eval_return"] = float(returns.mean())
+        if not run.solved and run.threshold is not None and returns.mean() >= run.threshold:
+            returns, _ = evaluate(agent, run.confirm_envs, cfg, iteration, confirm=True)
+            result["confirm_return"] = float(returns.mean())
+    if exact_kl := getattr(run.eval_envs[0].unwrapped, "exact_trajectory_kl", None):
+        result["exact_kl"] = exact_kl(agent, temperature) if temperature > 0 else None
+    return result  # at T = 0 the law is a point mass and the KL undefined: null
 
 
 def final_evaluation(agent: Agent, cfg: Config) -> dict:
@@ -573,8 +623,7 @@ def validate(cfg: Config) -> np.ndarray:
     """--validate: the greedy returns of --load-model's policy, and on an enumerable env the exact
     KL to the law at --temp-start, printed; nothing written but --render video's video."""
     agent = make_agent(cfg, run_io.make_env(cfg), with_value=False)
-    saved = run_io.load_checkpoint(cfg.load_model, shapes=run_io.shapes_of(agent.state_dict()))
-    agent.load_state_dict(saved["agent"], strict=False)  # a value net, if any, is not needed
+    run_io.load_policy(agent, cfg.load_model)  # a value net, if any, is not needed
     envs = run_io.make_envs(cfg, cfg.eval_episodes, Path(cfg.load_model).parent / "validate")
     returns, _ = evaluate(agent, envs, cfg, 0, greedy=True)
     envs[0].close()  # with --render video, this saves the video
@@ -594,95 +643,40 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
     torch.set_num_threads(cfg.threads)
     envs = run_io.make_envs(cfg, cfg.num_groups * cfg.group_size)
     agent = make_agent(cfg, envs[0], with_value=cfg.algo != "grouped")
-    if cfg.load_model:  # a warm start, checked before anything is written
-        saved = run_io.load_checkpoint(cfg.load_model, shapes=run_io.shapes_of(agent.state_dict()))
-        agent.load_state_dict(saved["agent"], strict=False)  # V too, when it has one that fits
-    run_dir = run_io.run_directory(dataclasses.replace(cfg, out=str(out or cfg.out)))
-    cfg = dataclasses.replace(cfg, out=str(run_dir))
-    eval_envs = run_io.make_envs(cfg, cfg.eval_episodes, run_dir)  # --render: each one's first
-    threshold = run_io.reward_threshold(envs[0])
-    confirm_envs = run_io.make_envs(cfg, cfg.confirm_episodes if threshold is not None else 0)
-    exact_kl = getattr(envs[0].unwrapped, "exact_trajectory_kl", None)  # enumerable envs only
-    lrs = [cfg.lr, cfg.value_lr or cfg.lr][: 1 + (agent.value is not None)]  # PCL's eta_pi, eta_v
-    nets = zip([agent.policy, agent.value], lrs, strict=False)  # grouped: no value net
-    optimizer = torch.optim.Adam([dict(params=net.parameters(), lr=lr) for net, lr in nets])
-    seed_rng = np.random.default_rng(cfg.seed)  # env seeds of training batches
-    action_generator = torch.Generator().manual_seed(cfg.seed)  # actions and minibatch order
-    run = run_io.Run(cfg, run_dir)
-    if run.checkpoint:  # --resume: the run goes on exactly where its checkpoint left it
-        agent.load_state_dict(run.checkpoint["agent"])
-        try:
-            optimizer.load_state_dict(run.checkpoint["optimizer"])
-        except ValueError:  # e.g. one Adam group, from before --value-lr had its own
-            old = f"--resume {cfg.resume}: its optimizer state is an older version's"
-            raise UserError(f"{old}; rerun it with --out {cfg.resume} --overwrite") from None
-        seed_rng.bit_generator.state = run.state.pop("seed_rng")
-        action_generator.set_state(run.state.pop("action_rng"))
-    solved = next((record for record in run.history if solves(record, threshold)), None)
-    error = final_eval = None
-    stop = "iterations"
-    try:
-        while run.state["iteration"] < cfg.iterations:
-            if cfg.stop_when_solved and solved:
-                stop = "solved"
-                break
-            if budget := run.budget_spent():  # --max-env-steps or --max-minutes
-                stop = budget
-                break
-            iteration, start = run.state["iteration"], time.perf_counter()
-            progress = budget_progress(cfg, run.state)
-            temperature = temperature_at(cfg, progress)
-            if cfg.target_entropy:  # T adapts: the law at the current T is the fixed point
-                temperature = run.state.setdefault("temperature", cfg.temp_start)
-            if cfg.lr_decay:  # linear to 0: Adam's steps stay ~lr near the optimum otherwise
-                for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-                    group["lr"] = lr * (1 - progress)
-            seeds = seed_rng.integers(0, 2**31, cfg.num_groups if cfg.seed_groups else len(envs))
-            batch = sample_episodes(envs, agent, seeds, cfg.group_size, action_generator)
-            loss = UPDATES[cfg.algo](agent, optimizer, batch, temperature, cfg, action_generator)
-            if isinstance(agent.normalizer, run_io.RunningNormalizer):
-                agent.normalizer.update(batch.observations[..., :-1, :][batch.mask])
-            if cfg.target_entropy:  # the next batch's T, from this one's entropy
-                entropy = followed_entropy(cfg, agent, batch, run.state)
-                run.state["temperature"] = dual_temperature_step(
-                    temperature, entropy, target_entropy_at(cfg, progress), cfg.temp_lr,
-                    cfg.temp_max_step, cfg.temp_min, cfg.temp_max)  # fmt: skip
-            wall_time = run.state["wall_time"] + time.perf_counter() - start
-            # train_return, loss and entropy describe the batch sampled *before* this update;
-            # eval_return and confirm_return the policy *after* it.
-            env_steps = run.state["env_steps"] + int(batch.mask.sum())
-            record = dict(iteration=iteration + 1, env_steps=env_steps,
-                          wall_time=round(wall_time, 4), train_return=float(batch.returns.mean()),
-                          eval_return=None, confirm_return=None, temperature=temperature,
-                          loss=loss, entropy=batch.mean_entropy)  # fmt: skip
-            start = time.perf_counter()
-            if (iteration + 1) % cfg.eval_every == 0 or iteration + 1 == cfg.iterations:
-                returns, _ = evaluate(agent, eval_envs, cfg, iteration + 1)
-                record["eval_return"] = float(returns.mean())
-                if not solved and threshold is not None and returns.mean() >= threshold:
-                    # a crossing: it counts (see `solves`) if fresh episodes also reach it
-                    returns, _ = evaluate(agent, confirm_envs, cfg, iteration + 1, confirm=True)
-                    record["confirm_return"] = float(returns.mean())
-            if exact_kl:  # at T = 0 the law is a point mass and the KL undefined: null
-                record["exact_kl"] = exact_kl(agent, temperature) if temperature > 0 else None
-            run.state["eval_time"] += time.perf_counter() - start
-            rngs = dict(
-                seed_rng=seed_rng.bit_generator.state, action_rng=action_generator.get_state()
-            )
-            solved = solved or (record if solves(record, threshold) else None)
-            run.record(record, agent.state_dict(), optimizer.state_dict(), rngs)
-        stop = "solved" if cfg.stop_when_solved and solved else stop
-        start = time.perf_counter()
-        final_eval = final_evaluation(agent, cfg)
-        run.state["eval_time"] += time.perf_counter() - start
-        eval_envs[0].close()  # with --render video, this saves the last video
-    except run_io.Interrupted:
-        error = stop = "interrupted"
-    except FloatingPointError as exc:  # the checkpoint of the last good iteration stays
-        error = f"{exc} at iteration {run.state['iteration'] + 1}; checkpoint.pt keeps the one "
-        error += "before. Lower --lr or --optim-steps, or raise --temp-start"
-        stop = "error"
-    return agent, run.finish(solved, threshold, stop, error, final_eval)
+    optimizer = make_optimizer(cfg, agent)
+    # the run directory, its evaluation envs; a warm start, or --resume's networks and generators
+    run, final_eval = run_io.Run(cfg, out, agent, optimizer), None
+    with run.ending():  # an interrupt or a non-finite loss ends it; what was recorded stays
+        while not run.stop_reason():
+            progress = cfg.budget_progress(run.state)
+            with run.training():
+                # --target-entropy: the T the dual step left; while T moves, the fixed point is
+                # the law at the current T
+                temperature = run.state.get("temperature") or cfg.temperature_at(progress)
+                for group, lr in zip(
+                    optimizer.param_groups, cfg.learning_rates(progress), strict=False
+                ):
+                    group["lr"] = lr
+                count = cfg.num_groups if cfg.seed_groups else len(envs)  # seeds: a group's each
+                seeds = run.seed_rng.integers(0, 2**31, count)
+                batch = sample_episodes(envs, agent, seeds, cfg.group_size, run.action_rng)
+                loss = UPDATES[cfg.algo](agent, optimizer, batch, temperature, cfg, run.action_rng)
+                if isinstance(agent.normalizer, RunningNormalizer):
+                    agent.normalizer.update(batch.observations[..., :-1, :][batch.mask])
+                if cfg.target_entropy:  # the next batch's T, from this one's entropy
+                    run.state["temperature"] = adapted_temperature(
+                        cfg, agent, batch, temperature, progress, run.state
+                    )
+            with run.evaluating():  # the policy *after* the update
+                judged = evaluate_iteration(agent, cfg, run, temperature)
+            # train_return, loss and entropy: the batch sampled *before* the update
+            sampled = dict(train_return=float(batch.returns.mean()), entropy=batch.mean_entropy)
+            run.record(agent, optimizer, int(batch.mask.sum()), **sampled, **judged,
+                       temperature=temperature, loss=loss)  # fmt: skip
+        with run.evaluating():
+            final_eval = final_evaluation(agent, cfg)
+        run.eval_envs[0].close()  # with --render video, this saves the last video
+    return agent, run.finish(final_eval)
 
 
 # ==== 6. Python API and command line =============================================================
@@ -697,31 +691,22 @@ def load(path: str | Path) -> tuple[Agent, Config]:
 
 make_env = run_io.make_env  # the env of a config, as training makes it
 make_config = annealing_config.make_config  # a checked Config: per-env defaults, then yours
+UserError = run_io.UserError  # what make_config and train raise on bad input
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv, started = sys.argv[1:] if argv is None else argv, time.perf_counter()
-    try:
-        pair = argparse.ArgumentParser(add_help=False)  # --env, --algo first: --help shows theirs
-        pair.error = annealing_config.refuse
-        pair.add_argument("--env", default=Config.env)
-        pair.add_argument("--algo", default=Config.algo)
-        parser = annealing_config.build_parser(**vars(pair.parse_known_args(argv)[0]))
-        cfg = annealing_config.config_from_args(parser.parse_args(argv))
+    """The command line: train the run its options describe (or --validate a saved policy)."""
+
+    def command(argv: list[str]) -> tuple[Config, dict | None]:
+        cfg = annealing_config.parse_command_line(argv)
         run_io.check_env(cfg)  # refuse a bad env or --render before anything is written
         if cfg.validate:
             validate(cfg)
-            return 0
+            return cfg, None
         with run_io.stop_on_signals():
-            _, experiment = train(cfg)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except run_io.Interrupted:  # while starting, before train could keep anything
-        print("interrupted while starting: no run was changed", file=sys.stderr)
-        return 128 + run_io.STOP_SIGNALS[0]
-    cfg.out = experiment["config"]["out"]
-    return run_io.print_outcome(cfg, experiment["summary"], time.perf_counter() - started)
+            return cfg, train(cfg)[1]
+
+    return run_io.run_command(command, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

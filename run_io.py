@@ -22,12 +22,14 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
+from torch.optim import Optimizer
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "policy-annealing-checkpoint", 1
 
@@ -100,35 +102,6 @@ def check_env(cfg) -> None:
         make_env(cfg, Path(folder) if cfg.render else None).close()
 
 
-# ---- observations -------------------------------------------------------------------------------
-
-
-class RunningNormalizer(nn.Module):
-    """Observation normalisation from running mean and variance (Chan et al.'s parallel update),
-    the agent's first layer (policy_annealing.Agent).
-    Used for every env rather than the observation space's bounds: CartPole's velocity bounds are
-    infinite and LunarLander's are loose (+-10 for values near +-1).  Updated from training
-    batches only, after each update, so sampling and the update see the same policy.  Its
-    statistics are buffers: checkpoints carry them."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
-
-    def forward(self, obs: Tensor) -> Tensor:
-        return ((obs - self.mean) / (self.var + 1e-8).sqrt()).clamp(-10, 10).to(obs.dtype)
-
-    def update(self, obs: Tensor) -> None:  # obs: (n, dim)
-        n, mean, var = obs.shape[0], obs.double().mean(0), obs.double().var(0, unbiased=False)
-        total, delta = self.count + n, mean - self.mean
-        pooled = self.var * self.count + var * n + delta.square() * self.count * n / total
-        self.var.copy_(pooled / total)
-        self.mean.add_(delta * n / total)
-        self.count.copy_(total)
-
-
 # ---- files --------------------------------------------------------------------------------------
 
 
@@ -199,6 +172,13 @@ def load_checkpoint(path, flag: str = "--load-model", shapes: dict | None = None
     return checkpoint
 
 
+def load_policy(agent: nn.Module, path) -> None:
+    """The networks of the checkpoint at `path` into `agent`, whose policy (and normaliser) they
+    must fit; its value network, if any, only where it fits too."""
+    saved = load_checkpoint(path, shapes=shapes_of(agent.state_dict()))
+    agent.load_state_dict(saved["agent"], strict=False)
+
+
 def read_experiment(run_dir: Path, flag: str) -> dict:
     """DIR/experiment.json, or one line saying why it cannot be read."""
     try:
@@ -262,42 +242,70 @@ def saved_config(given: dict) -> dict:
 # ---- the record of a run ------------------------------------------------------------------------
 
 
-class Run:
-    """One run directory during training: `record` appends an iteration and rewrites both files,
-    `finish` writes the summary.  With --resume, `checkpoint` is the saved one (the module puts
-    its networks, optimizer and generators back) and `history` what it had recorded."""
+def solves(record: dict, threshold: float | None) -> bool:
+    """Solved means confirmed: an evaluation reached the env's threshold and --confirm-episodes
+    fresh episodes of the same policy did too.  A lucky evaluation alone does not count."""
+    confirmed = record.get("confirm_return")  # None: no crossing (or an old run's record)
+    return None not in (threshold, confirmed) and confirmed >= threshold
 
-    def __init__(self, cfg, run_dir: Path):
-        self.cfg, self.checkpoint = cfg, None
-        self.checkpoint_path = run_dir / "checkpoint.pt"
-        self.experiment_path = run_dir / "experiment.json"
+
+class Run:
+    """One run directory during training, and the bookkeeping around the method: the directory
+    (a warm start from --load-model is checked before it is made), the evaluation envs, the
+    generators of env seeds and actions, --resume's restore, the training and evaluation
+    seconds, why the run stops, `record` of each iteration (both files rewritten), `finish`."""
+
+    def __init__(self, cfg, out, agent: nn.Module, optimizer: Optimizer):
+        if cfg.load_model:  # a warm start, checked before anything is written
+            load_policy(agent, cfg.load_model)  # V too, when one fits
+        self.dir = run_directory(dataclasses.replace(cfg, out=str(out or cfg.out)))
+        self.cfg = cfg = dataclasses.replace(cfg, out=str(self.dir))
+        self.checkpoint, self.error, self.seconds = None, None, 0.0
+        # --eval-episodes envs (with --render, each evaluation's first is shown or recorded),
+        # and --confirm-episodes more where the env has a threshold to confirm
+        self.eval_envs = make_envs(cfg, cfg.eval_episodes, self.dir)
+        self.threshold = threshold = reward_threshold(self.eval_envs[0])
+        self.confirm_envs = make_envs(cfg, cfg.confirm_episodes if threshold is not None else 0)
+        self.checkpoint_path = self.dir / "checkpoint.pt"
+        self.experiment_path = self.dir / "experiment.json"
+        self.seed_rng = np.random.default_rng(cfg.seed)  # env seeds of training batches
+        self.action_rng = torch.Generator().manual_seed(cfg.seed)  # actions, minibatch order
         self.state = {"iteration": 0, "env_steps": 0, "wall_time": 0.0, "eval_time": 0.0}
+        if cfg.target_entropy:  # T adapts (adapted_temperature): the run's state holds it
+            self.state["temperature"] = cfg.temp_start
         self.history = []
-        run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
-            self.checkpoint = load_checkpoint(self.checkpoint_path, flag="--resume")
-            self.state.update(self.checkpoint["state"])
-            # the checkpoint decides: experiment.json may hold one record more (record's order)
-            saved = read_experiment(run_dir, "--resume")["history"]
-            self.history = saved[: self.state["iteration"]]
+            self.restore(agent, optimizer)
+        self.solved = next((record for record in self.history if solves(record, threshold)), None)
         packages = ("torch", "gymnasium", "numpy")
         versions = {name: importlib.metadata.version(name) for name in packages}
         config = {**dataclasses.asdict(cfg), "versions": versions}
         self.experiment = {"config": config, "history": self.history, "summary": {}}
         self.bar = ProgressBar(cfg, self.state)
 
-    def record(self, record: dict, agent_state: dict, optimizer_state: dict, rngs: dict) -> None:
-        """The iteration counts from here on.  experiment.json is written first: if the process
-        dies between the two writes, the checkpoint is one iteration behind, and resuming from it
-        drops the extra record (see __init__), so history and checkpoint always agree.  Signals
-        wait until both files are whole."""
-        with deferred_signals():
-            self.history.append(record)
-            self.state.update({key: record[key] for key in ("iteration", "env_steps", "wall_time")})
-            write_json(self.experiment_path, self.experiment)
-            state = {**self.state, **rngs}
-            save_checkpoint(self.checkpoint_path, self.cfg, agent_state, optimizer_state, state)
-        self.bar.show(record)
+    def restore(self, agent: nn.Module, optimizer: Optimizer) -> None:
+        """--resume: the run goes on exactly where its checkpoint left it."""
+        self.checkpoint = load_checkpoint(self.checkpoint_path, flag="--resume")
+        agent.load_state_dict(self.checkpoint["agent"])
+        try:
+            optimizer.load_state_dict(self.checkpoint["optimizer"])
+        except ValueError:  # e.g. one Adam group, from before --value-lr had its own
+            old = f"--resume {self.cfg.resume}: its optimizer state is an older version's"
+            raise UserError(f"{old}; rerun it with --out {self.cfg.resume} --overwrite") from None
+        self.state.update(self.checkpoint["state"])
+        self.seed_rng.bit_generator.state = self.state.pop("seed_rng")
+        self.action_rng.set_state(self.state.pop("action_rng"))
+        # the checkpoint decides: experiment.json may hold one record more (record's order)
+        saved = read_experiment(self.dir, "--resume")["history"]
+        self.history = saved[: self.state["iteration"]]
+
+    def stop_reason(self) -> str | None:
+        """Why the run stops before another iteration, if it does."""
+        if self.cfg.stop_when_solved and self.solved:
+            return "solved"
+        return (
+            "iterations" if self.state["iteration"] >= self.cfg.iterations else self.budget_spent()
+        )
 
     def budget_spent(self) -> str | None:
         """Which of --max-env-steps or --max-minutes (of training time, evaluation excluded) is
@@ -307,17 +315,63 @@ class Run:
             return "env-step budget"
         return "time budget" if 0 < 60 * minutes <= self.state["wall_time"] else None
 
-    def finish(
-        self, solved: dict | None, threshold, stop: str, error: str | None, final_eval
-    ) -> dict:
-        """The summary: totals, why the run stopped, the confirmed solve (`solved`, the first
-        record that solves), every evaluation that crossed the threshold up to and including it,
-        with its confirmation, and the final evaluation.  A signal now changes nothing."""
-        with deferred_signals(then_raise=False):
-            return self._finish(solved, threshold, stop, error, final_eval)
+    @contextlib.contextmanager
+    def training(self):  # the seconds of this iteration's sampling and update
+        start = time.perf_counter()
+        yield
+        self.seconds = time.perf_counter() - start
 
-    def _finish(self, solved, threshold, stop, error, final_eval) -> dict:
+    @contextlib.contextmanager
+    def evaluating(self):  # evaluation's seconds are counted apart
+        start = time.perf_counter()
+        yield
+        self.state["eval_time"] += time.perf_counter() - start
+
+    @contextlib.contextmanager
+    def ending(self):
+        """An interrupt or a non-finite loss ends the run; the checkpoint keeps the last whole
+        iteration."""
+        try:
+            yield
+        except Interrupted:
+            self.error = "interrupted"
+        except FloatingPointError as exc:
+            self.error = f"{exc} at iteration {self.state['iteration'] + 1}; checkpoint.pt keeps "
+            self.error += "the one before. Lower --lr or --optim-steps, or raise --temp-start"
+
+    def record(self, agent: nn.Module, optimizer: Optimizer, steps: int, **measured) -> None:
+        """The iteration counts from here on: `steps` env steps, the seconds of `training`, and
+        what was measured.  experiment.json is written first: if the process dies between the
+        two writes, the checkpoint is one iteration behind, and resuming from it drops the extra
+        record (see restore), so history and checkpoint always agree.  Signals wait until both
+        files are whole."""
+        wall_time = round(self.state["wall_time"] + self.seconds, 4)
+        iteration, env_steps = self.state["iteration"] + 1, self.state["env_steps"] + steps
+        record = dict(iteration=iteration, env_steps=env_steps, wall_time=wall_time, **measured)
+        self.solved = self.solved or (record if solves(record, self.threshold) else None)
+        with deferred_signals():
+            self.history.append(record)
+            self.state.update({key: record[key] for key in ("iteration", "env_steps", "wall_time")})
+            write_json(self.experiment_path, self.experiment)
+            rngs = dict(seed_rng=self.seed_rng.bit_generator.state,
+                        action_rng=self.action_rng.get_state())  # fmt: skip
+            state = {**self.state, **rngs}
+            save_checkpoint(self.checkpoint_path, self.cfg, agent.state_dict(),
+                            optimizer.state_dict(), state)  # fmt: skip
+        self.bar.show(record)
+
+    def finish(self, final_eval: dict | None) -> dict:
+        """The summary: totals, why the run stopped, the confirmed solve (the first record that
+        solves), every evaluation that crossed the threshold up to and including it, with its
+        confirmation, and the final evaluation.  A signal now changes nothing."""
+        with deferred_signals(then_raise=False):
+            return self._finish(final_eval)
+
+    def _finish(self, final_eval) -> dict:
         self.bar.close()
+        solved, threshold, error = self.solved, self.threshold, self.error
+        stop = self.stop_reason() if error is None else "error"
+        stop = "interrupted" if error == "interrupted" else stop
         keys = ("iteration", "env_steps", "eval_return", "confirm_return")
         crossed = [record for record in self.history if record.get("confirm_return") is not None]
         summary = {
@@ -373,6 +427,24 @@ class ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def run_command(command, argv: list[str]) -> int:
+    """The exit status of command(argv) -> (config, experiment, or None when nothing was
+    trained): bad input is one line on stderr and 2; an interrupted run says what it kept."""
+    started = time.perf_counter()
+    try:
+        cfg, experiment = command(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Interrupted:  # while starting, before train could keep anything
+        print("interrupted while starting: no run was changed", file=sys.stderr)
+        return 128 + STOP_SIGNALS[0]
+    if experiment is None:
+        return 0
+    cfg.out = experiment["config"]["out"]
+    return print_outcome(cfg, experiment["summary"], time.perf_counter() - started)
 
 
 def print_outcome(cfg, summary: dict, total_seconds: float) -> int:

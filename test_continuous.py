@@ -61,7 +61,7 @@ def test_gaussian_agent_samples_log_probs_and_greedy_means():
     actions, log_probs, entropies = agent.sample(obs, generator)
     again = agent.log_prob_and_entropy(obs, actions)
     assert torch.allclose(log_probs, again[0]) and torch.allclose(entropies, again[1])
-    mean, log_std = agent.gaussian(obs)
+    mean, log_std = agent.head.gaussian(agent.policy_outputs(obs))
     assert torch.allclose(log_std.mean(0), torch.tensor([-2.0, 0.0, 1.5]), atol=0.05)
     z = (actions - mean) / log_std.exp()
     assert (z.mean(0).abs() < 0.05).all() and ((z.std(0) - 1).abs() < 0.05).all()
@@ -77,7 +77,9 @@ def test_exact_kl_of_the_bandit_is_torchs_kl_to_its_law():
         env = bandit_env.QuadraticBandit(**BANDITS[dim])
         agent = pa.Agent(1, env.action_space, hidden=16, with_value=False, obs_norm=False, seed=dim)
         with torch.no_grad():
-            mean, log_std = (x[0].double() for x in agent.gaussian(torch.ones(1, 1)))
+            mean, log_std = (
+                x[0].double() for x in agent.head.gaussian(agent.policy_outputs(torch.ones(1, 1)))
+            )
         law_mean, law_var = env.exact_law(temperature)
         law = torch.distributions.Normal(torch.tensor(law_mean), torch.tensor(law_var).sqrt())
         expected = torch.distributions.kl_divergence(
@@ -105,7 +107,7 @@ def test_the_env_receives_the_squashed_action_inside_its_box():
     for k, env in enumerate(envs):
         seen = np.array(env.unwrapped.seen)  # (steps, 1)
         stored = batch.actions[0, k][batch.mask[0, k]].numpy()
-        assert np.allclose(seen, agent.env_action(stored), atol=1e-6)
+        assert np.allclose(seen, agent.head.env_action(stored), atol=1e-6)
         assert (np.abs(seen) <= 2).all() and (np.abs(stored) > 2).any()
 
 
@@ -120,7 +122,7 @@ def test_tanh_squash_is_the_change_of_variables_and_stays_in_the_box():
     obs = torch.randn(500, 3, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         u, log_probs, _ = agent.sample(obs, torch.Generator().manual_seed(5))
-        mean, log_std = agent.gaussian(obs)
+        mean, log_std = agent.head.gaussian(agent.policy_outputs(obs))
     centre, half_range = torch.tensor([0.0, 0.5]), torch.tensor([2.0, 0.5])
     squashed = torch.distributions.TransformedDistribution(
         torch.distributions.Normal(mean, log_std.exp()),
@@ -129,10 +131,10 @@ def test_tanh_squash_is_the_change_of_variables_and_stays_in_the_box():
             torch.distributions.AffineTransform(centre, half_range),
         ],
     )
-    actions = torch.as_tensor(agent.env_action(u.numpy()), dtype=torch.float32)
+    actions = torch.as_tensor(agent.head.env_action(u.numpy()), dtype=torch.float32)
     assert torch.allclose(log_probs, squashed.log_prob(actions).sum(-1), atol=1e-3)
     far = torch.tensor([[30.0, -30.0]])
-    assert BOX.contains(agent.env_action(far.numpy()[0]).astype(np.float32))
+    assert BOX.contains(agent.head.env_action(far.numpy()[0]).astype(np.float32))
     assert torch.isfinite(agent.log_prob_and_entropy(obs[:1], far)[0]).all()
 
 
@@ -237,7 +239,7 @@ def test_training_reaches_the_gaussian_law(tmp_path, algo, flags, dim):
                      env_kwargs=BANDITS[dim], eval_every=1000, **flags)  # fmt: skip
         agent, experiment = pa.train(cfg, tmp_path / f"T{temperature}")
         with torch.no_grad():
-            mean, log_std = agent.gaussian(torch.ones(1, 1))
+            mean, log_std = agent.head.gaussian(agent.policy_outputs(torch.ones(1, 1)))
         law_mean, law_var = pa.make_env(cfg).unwrapped.exact_law(temperature)
         variance = np.exp(2 * log_std[0].double().numpy())
         assert np.abs(mean[0].double().numpy() - law_mean).max() < 0.05, (temperature, mean)

@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 
 import annealing_config
 import policy_annealing as pa
-import run_io
 import tree_env
 from testing_helpers import (
     SCHEDULED,
@@ -134,8 +133,10 @@ def test_exact_kl_is_zero_for_the_soft_optimal_policy(num_starts):
     env = tree_env.TreeEnv(tree_seed=3, num_starts=num_starts)
     _, log_policy = soft_value_iteration(env, 0.7)
 
-    class Optimal:
-        def log_probs(self, obs):
+    class Optimal:  # outputs log pi itself: the softmax head gives it back
+        head = pa.CategoricalHead(env.action_space)
+
+        def policy_outputs(self, obs):
             return obs.double() @ log_policy
 
     kls = exact_kl(Optimal(), env, 0.7, per_start=True)
@@ -827,7 +828,7 @@ def test_tree_start_follows_the_seed_and_no_seed_groups_gives_each_episode_its_o
 def test_normalizer_merge_equals_pooled_mean_and_variance(chunks, seed):
     rng = np.random.default_rng(seed)
     data = [rng.normal(rng.normal(0, 5, 3), rng.uniform(0.1, 10, 3), (n, 3)) for n in chunks]
-    normalizer = run_io.RunningNormalizer(3)
+    normalizer = pa.RunningNormalizer(3)
     for chunk in data:
         normalizer.update(torch.as_tensor(chunk))
     pooled = np.concatenate(data)
@@ -938,7 +939,11 @@ def test_update_err_at_zero_temperature_is_one_plain_ppo_update():
     rng, norms, outside = torch.Generator().manual_seed(5), [], []
     for _ in range(cfg.optim_steps):
         for idx in torch.randperm(len(actions), generator=rng).chunk(cfg.minibatches):
-            log_probs = expected.log_probs(obs[idx]).gather(-1, actions[idx, None]).squeeze(-1)
+            log_probs = (
+                expected.head.log_probs(expected.policy_outputs(obs[idx]))
+                .gather(-1, actions[idx, None])
+                .squeeze(-1)
+            )
             ratio = (log_probs - old_log_probs[idx]).exp()
             outside.append(((ratio - 1).abs() > 0.2).sum().item())
             surrogate = torch.minimum(ratio * advantages[idx],
@@ -965,7 +970,7 @@ def test_entropy_bonus_steps_the_policy_up_the_entropy_gradient():
     lr, bonus = 0.1, 0.5
 
     def entropy(agent):  # mean H(pi(.|s)) over the batch's real states, by hand
-        log_pi = agent.log_probs(obs)
+        log_pi = agent.head.log_probs(agent.policy_outputs(obs))
         return -(log_pi.exp() * log_pi).sum(-1).mean()
 
     def updated(entropy_bonus):
@@ -1078,7 +1083,7 @@ def test_value_lr_is_the_value_nets_step_and_decays_with_lr(tmp_path, algo):
 
     assert moved("policy.") < 1e-4 < 1e-3 < moved("value.")
     last = dict(iteration=cfg.iterations - 1, env_steps=0, wall_time=0.0)
-    left = 1 - pa.budget_progress(cfg, last)  # the factor of the last iteration
+    left = 1 - cfg.budget_progress(last)  # the factor of the last iteration
     lrs = [group["lr"] for group in checkpoint["optimizer"]["param_groups"]]
     assert lrs == pytest.approx([1e-7 * left, 1e-2 * left], rel=1e-12, abs=1e-15)
 
@@ -1118,11 +1123,11 @@ def test_budget_progress_runs_from_0_to_1_over_the_budget_that_ends_the_run(budg
     start = dict(iteration=0, env_steps=0, wall_time=0.0)
     end = dict(iteration=10, env_steps=2000, wall_time=120.0)  # after the last iteration
     halfway = dict(iteration=5, env_steps=1000, wall_time=60.0)
-    assert pa.budget_progress(cfg, start) == 0 and pa.budget_progress(cfg, end) == 1
-    assert pa.budget_progress(cfg, halfway) == pytest.approx(0.5)
-    assert pa.temperature_at(cfg, 0.0) == 0.5
-    assert pa.temperature_at(cfg, 1.0) == pytest.approx(0.05, rel=1e-12)
-    assert pa.temperature_at(cfg, 0.5) == pytest.approx((0.5 * 0.05) ** 0.5)  # geometric
+    assert cfg.budget_progress(start) == 0 and cfg.budget_progress(end) == 1
+    assert cfg.budget_progress(halfway) == pytest.approx(0.5)
+    assert cfg.temperature_at(0.0) == 0.5
+    assert cfg.temperature_at(1.0) == pytest.approx(0.05, rel=1e-12)
+    assert cfg.temperature_at(0.5) == pytest.approx((0.5 * 0.05) ** 0.5)  # geometric
 
 
 @pytest.mark.slow
@@ -1134,7 +1139,7 @@ def test_temperature_starts_at_temp_start_ends_at_temp_end_and_falls_monotonical
     assert temperatures == pytest.approx([0.8 * (0.1 / 0.8) ** (i / 6) for i in range(6)])
     assert temperatures[0] == 0.8 and all(a > b for a, b in itertools.pairwise(temperatures))
     after = dict(iteration=6, env_steps=0, wall_time=0.0)
-    assert pa.temperature_at(cfg, pa.budget_progress(cfg, after)) == pytest.approx(0.1, rel=1e-12)
+    assert cfg.temperature_at(cfg.budget_progress(after)) == pytest.approx(0.1, rel=1e-12)
 
 
 @pytest.mark.slow

@@ -77,7 +77,8 @@ class TreeEnv(gym.Env):
     def exact_trajectory_kl(self, agent, temperature: float, per_start=False):
         """KL(p_policy(tau|s) || p_Boltzmann(tau|s)) over every trajectory from each start s,
         p_Boltzmann(tau|s) ∝ exp(R(tau)/T): the mean over starts, or with per_start their list."""
-        log_pi = agent.log_probs(torch.eye(self.num_nodes)).double()  # (num_nodes, num_actions)
+        outputs = agent.policy_outputs(torch.eye(self.num_nodes))
+        log_pi = agent.head.log_probs(outputs).double()  # (num_nodes, num_actions)
         kls = []
         for start in range(self.num_starts):
             paths = self.trajectories(start)
