@@ -3,8 +3,9 @@
 One state, one step, reward R(a) = -1/2 (a - mu)^T A (a - mu) with A diagonal (`curvature`).  Its
 Boltzmann law p(a) ∝ exp(R(a)/T) is exactly the Gaussian N(mu, T A^-1): the density annealed at T
 is known in closed form, and so is a Gaussian policy's KL to it.  Actions are unbounded, so the
-law is a proper Gaussian (no clip, see run_io.make_env).  The training loop records
-`exact_trajectory_kl` after each iteration.
+agent takes its Gaussian's sample as it is, with no tanh squash (see Agent in policy_annealing.py),
+and the law is a proper Gaussian.  The training loop records `exact_trajectory_kl` after each
+iteration.
 """
 
 from __future__ import annotations

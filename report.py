@@ -1,6 +1,6 @@
 """Tables and curves from experiment.json files: what is measured, not the method.
 
-    python report.py report runs/bench/*/experiment.json -o bench/results.md
+    python report.py report runs/bench/*/experiment.json -o bench/bench.md
     python report.py plot runs/bench/*/experiment.json -o bench/curves.png [--metric entropy]
 
 Works on policy_annealing.py's runs and on bench/peer_sb3.py's, which write the same schema.

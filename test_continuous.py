@@ -257,8 +257,9 @@ CONTINUOUS_ENVS = ["Pendulum-v1", "MountainCarContinuous-v0", "LunarLanderContin
 @pytest.mark.parametrize("env_id", CONTINUOUS_ENVS)
 @pytest.mark.parametrize("algo", ["grouped", "value", "err"])
 def test_each_algorithm_runs_on_the_continuous_envs(tmp_path, env_id, algo):
-    """One short iteration of each env's defaults: Box actions are sampled, clipped inside the env,
-    trained on, checkpointed and loaded back; Pendulum-v1 gets its -200 threshold."""
+    """One short iteration of each env's defaults: Box actions are sampled, squashed into the
+    bounds by the agent (tanh), trained on, checkpointed and loaded back; Pendulum-v1 gets its
+    -200 threshold."""
     cfg = config(env_id, algo, iterations=1, num_groups=2, group_size=2, optim_steps=1,
                  max_env_steps=0, max_minutes=0)  # fmt: skip
     experiment = train(cfg, tmp_path / "run")

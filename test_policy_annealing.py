@@ -500,9 +500,9 @@ def test_value_loss_finite_at_extremes():
 
 @pytest.mark.parametrize("path_length", [0, 1, 3])
 def test_value_loss_lowers_every_taken_log_prob_while_v_overestimates(path_length):
-    """The LunarLander collapse (README, "Why value collapses"): while V sits above every soft
-    return, the loss is lowered by making each taken action less likely, since -T log p is
-    unbounded above; only the value net's own step size keeps the policy from doing so first."""
+    """The LunarLander collapse (docs/experiments.md, "Why value collapses"): while V sits above
+    every soft return, the loss is lowered by making each taken action less likely, since -T log p
+    is unbounded above; only the value net's own step size keeps the policy from doing so first."""
     generator = torch.Generator().manual_seed(path_length)
     rewards = -5 * torch.rand(3, 2, 6, generator=generator, dtype=torch.float64)
     log_probs = (-torch.rand(3, 2, 6, generator=generator, dtype=torch.float64)).requires_grad_()

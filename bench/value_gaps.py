@@ -5,7 +5,7 @@ unchanged).  Over the updates on all-500 batches that follow an evaluation of 47
 prints: the gap's spread over a batch's episodes, the quartiles of the batch means, how many of
 those updates fell below 400, and how many falls came from the top quarter of gaps.
 
-    # the README's figures: the previous value default, tuning seeds 10-15
+    # docs/experiments.md's figures: the previous value default, tuning seeds 10-15
     python bench/value_gaps.py --seeds 10 11 12 13 14 15 --policy-steps 0 --lr 3e-3 \
         --temp-start 0.5 --temp-end 0.5
 """
