@@ -227,8 +227,25 @@ def run_directory(cfg) -> Path:
     if cfg.overwrite:  # no file of the replaced run may pass for one of the new run's
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
         shutil.rmtree(run_dir / "videos", ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_directory(run_dir, "--out")
     return run_dir
+
+
+def make_directory(path: Path, flag: str) -> None:
+    """mkdir -p, or one line saying why not (a file on the way, no permission, a name too long);
+    a refusal leaves none of the parents it made."""
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]  # deepest first
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        for folder in missing:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        file = next((parent for parent in path.parents if parent.is_file()), None)
+        why = f"{file} is a file" if file else error.strerror or str(error)
+        raise UserError(
+            f"{flag} {path} cannot be created ({why}); pass a directory path you can write to"
+        ) from None
 
 
 RESUME_FLAGS = ("iterations", "max_env_steps", "max_minutes", "resume", "render", "quiet")

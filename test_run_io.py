@@ -245,6 +245,19 @@ def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(capsys, tmp_pat
     assert code == 0 and len(json.loads((copy / "experiment.json").read_text())["history"]) == 1
 
 
+def test_an_out_that_cannot_be_created_is_one_line_and_leaves_nothing(capsys, tmp_path):
+    """A path under a file, one the system refuses, a name too long: one line, and no folder of
+    the path is left behind (tmp/new was made on the way to the long name)."""
+    (tmp_path / "README.md").write_text("")
+    under_a_file = str(tmp_path / "README.md" / "run1")
+    one_line_error(capsys, *SMOKE_ARGS, "--out", under_a_file, expect="README.md is a file")
+    one_line_error(capsys, *SMOKE_ARGS, "--out", "/proc/x", expect="/proc/x cannot be created")
+    too_long = str(tmp_path / "new" / ("x" * 300))
+    one_line_error(capsys, *SMOKE_ARGS, "--out", too_long, expect="cannot be created")
+    assert [path.name for path in tmp_path.iterdir()] == ["README.md"]
+    assert not Path("/proc/x").exists()
+
+
 def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
     capsys, tmp_path, cartpole_run
 ):
