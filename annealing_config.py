@@ -247,7 +247,9 @@ def build_parser(env: str = Config.env, algo: str = Config.algo) -> argparse.Arg
     defaults to None, so that config_from_args knows what was given."""
     defaults = defaults_for(env, algo)
     epilog = f"Defaults shown for --env {env} --algo {algo}; give yours before --help for theirs."
-    parser = argparse.ArgumentParser(description=DESCRIPTION, epilog=epilog)
+    # no abbreviations: --iter 2 would be --iterations 2, and a new flag could change what an
+    # old command line means
+    parser = argparse.ArgumentParser(description=DESCRIPTION, epilog=epilog, allow_abbrev=False)
     parser.error = refuse
     for field in dataclasses.fields(Config):
         flag, extra = "--" + field.name.replace("_", "-"), dict(field.metadata)

@@ -674,7 +674,8 @@ make_config = annealing_config.make_config  # a checked Config: per-env defaults
 def main(argv: list[str] | None = None) -> int:
     argv, started = sys.argv[1:] if argv is None else argv, time.perf_counter()
     try:
-        pair = argparse.ArgumentParser(add_help=False)  # --env, --algo first: --help shows theirs
+        # --env, --algo first, so that --help shows their defaults; no abbreviations (as below)
+        pair = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
         pair.error = annealing_config.refuse
         pair.add_argument("--env", default=Config.env)
         pair.add_argument("--algo", default=Config.algo)

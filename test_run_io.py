@@ -100,6 +100,8 @@ def one_line_error(capsys, *argv, expect):
         (["--temp-lr", "0.1"], "give one, or drop --temp-lr"),
         (["--env"], "expected one argument"),
         (["--iterations", "two"], "invalid int value"),
+        (["--iter", "2"], "unrecognized arguments: --iter 2"),  # no abbreviation of --iterations
+        (["--env-kw", "{}"], "unrecognized arguments: --env-kw"),
         (["--validate"], "add --load-model"),
         (["--env", "Tree-v0", "--render", "video"], "cannot --render video"),
     ],
