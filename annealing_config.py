@@ -178,17 +178,36 @@ def defaults_for(env_id: str, algo: str) -> dict:
     return merged
 
 
+def kind_of(field: dataclasses.Field) -> tuple[tuple[type, ...], str]:
+    """The types a field's value may have, by its default's (a Config built in Python is not
+    parsed: "20" for an int, or 1 for a switch, must be refused too), and how to say them."""
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    return {
+        bool: ((bool,), "True or False"),
+        int: ((int,), "an integer"),
+        float: ((int, float), "a number"),
+        dict: ((dict,), "a dict of keyword arguments"),
+        type(None): ((str, type(None)), "a path or None"),
+    }.get(type(default), ((str,), "a string"))
+
+
 def check_config(cfg: Config, given: tuple | dict = ()) -> None:
     """Every bad value or combination is one UserError that names the fix.  `given`: the options
     the user set, refused when they belong to another algorithm (they would be ignored)."""
     for field in dataclasses.fields(cfg):
         must, value = field.metadata["must"], getattr(cfg, field.name)
+        flag, (types, kind) = f"--{field.name.replace('_', '-')}", kind_of(field)
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise UserError(f"{flag} must be {kind}, got {value!r}")
+        choices = field.metadata.get("choices", ())
+        if choices and value not in (*choices, field.default):  # render's default "" is none
+            raise UserError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
         if must and not MUST[must](value):
-            raise UserError(f"--{field.name.replace('_', '-')} must be {must}, got {value}")
+            raise UserError(f"{flag} must be {must}, got {value}")
         algos = field.metadata.get("algos", (cfg.algo,))
         if field.name in given and cfg.algo not in algos:
             raise UserError(
-                f"--{field.name.replace('_', '-')} is an option of --algo {' and '.join(algos)}; "
+                f"{flag} is an option of --algo {' and '.join(algos)}; "
                 f"drop it for --algo {cfg.algo}"
             )
     if (cfg.temp_start == 0) != (cfg.temp_end == 0):

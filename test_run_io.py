@@ -5,6 +5,7 @@ signals.  The method itself is tested in test_policy_annealing.py."""
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +110,32 @@ def one_line_error(capsys, *argv, expect):
 def test_bad_arguments_give_one_clear_line(capsys, tmp_path, argv, expect):
     one_line_error(capsys, *argv, "--out", str(tmp_path / "run"), expect=expect)
     assert not (tmp_path / "run").exists()  # nothing created for a refused run
+
+
+@pytest.mark.parametrize(
+    "overrides, expect",
+    [
+        (dict(algo="ppo"), "--algo must be one of grouped, value, err, got 'ppo'"),
+        (dict(iterations="20"), "--iterations must be an integer, got '20'"),
+        (dict(iterations=True), "--iterations must be an integer, got True"),
+        (dict(seed=1.5), "--seed must be an integer"),
+        (dict(lr="0.1"), "--lr must be a number"),
+        (dict(stop_when_solved=1), "--stop-when-solved must be True or False"),
+        (dict(env_kwargs='{"tree_seed": 1}'), "--env-kwargs must be a dict"),
+        (dict(env=None), "--env must be a string"),
+        (dict(load_model=Path("runs/x")), "--load-model must be a path or None"),
+        (dict(render="gif"), "--render must be one of human, video"),
+        (dict(algo="err", baseline="mean"), "--baseline must be one of value, group"),
+    ],
+)
+def test_the_python_api_refuses_what_the_command_line_would(tmp_path, overrides, expect):
+    """make_config and train (a Config built by hand) raise the CLI's UserError, before anything
+    is written: a wrong type or choice is not left to fail inside the run."""
+    with pytest.raises(run_io.UserError, match=re.escape(expect)):
+        pa.make_config(**overrides)
+    with pytest.raises(run_io.UserError, match=re.escape(expect)):
+        pa.train(dataclasses.replace(pa.Config(), **overrides), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_real_process_reports_bad_input_without_traceback(tmp_path):
