@@ -23,6 +23,19 @@ def option(default: object, help: str, **argparse_kwargs: object) -> dataclasses
     return dataclasses.field(**default, metadata={"help": help, "must": must, **argparse_kwargs})
 
 
+def json_object(text: str) -> dict:
+    """--env-kwargs: a JSON object, or argparse's one line that says JSON (not "invalid loads")."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"not valid JSON ({error}); pass an object, e.g. '{{\"tree_seed\": 1}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text} is not a JSON object; pass one, e.g. '{{}}'")
+    return value
+
+
 @dataclasses.dataclass
 class Config:
     env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete or Box actions")
@@ -79,7 +92,7 @@ class Config:
     max_env_steps: int = option(0, "also stop after this many env steps (0: no limit)", must=">= 0")
     max_minutes: float = option(0.0, "also stop after this much training time (0: no limit)")
     threads: int = option(1, "torch threads; a seed reproduces a run only with the same count")
-    env_kwargs: dict = option({}, "JSON for gym.make, e.g. '{\"tree_seed\": 1}'", type=json.loads)
+    env_kwargs: dict = option({}, "JSON for gym.make, e.g. '{\"tree_seed\": 1}'", type=json_object)
     label: str = option("", "name of this run in plots and reports")
     out: str = option("", "run directory (default runs/<env>-<algo>-s<seed>-<timestamp>/)")
     overwrite: bool = option(False, "reuse an --out that already holds a run")

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import importlib
 import importlib.metadata
+import inspect
 import io
 import json
 import os
@@ -44,13 +46,13 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
     flat Box and its observations a flat Box.  With --render and a video_dir, its episodes are
     shown in a window (--render human) or recorded into video_dir/videos (--render video)."""
     mode = {"human": "human", "video": "rgb_array"}.get(cfg.render) if video_dir else None
+    spec = env_spec(cfg.env)
     try:
         env = gym.make(cfg.env, **cfg.env_kwargs)
-    except (gym.error.Error, TypeError) as error:
-        raise UserError(
-            f"unknown env '{cfg.env}' or bad --env-kwargs ({error}); pass a registered id such as "
-            "CartPole-v1, LunarLander-v3 or Tree-v0"
-        ) from None
+    except TypeError as error:  # gym.make's answer to a keyword the env does not take, or a value
+        raise UserError(bad_env_kwargs(cfg, spec, error)) from None
+    except gym.error.Error as error:  # a registered env that cannot be made (a missing package)
+        raise UserError(f"--env {cfg.env}: {error}") from None
     actions, observations = env.action_space, env.observation_space
     flat_box = isinstance(actions, gym.spaces.Box) and len(actions.shape) == 1
     if not (isinstance(actions, gym.spaces.Discrete) or flat_box):
@@ -75,6 +77,50 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
         except gym.error.DependencyNotInstalled as error:
             raise UserError(f"--render video: {error}") from None
     return env
+
+
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """--env's registration, or one line: an unknown id, or module:id (as gym.make reads it, the
+    module registers id) whose module cannot be imported."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise UserError(
+                f"--env {env_id}: cannot import {module} ({error}); pass module:id with a module "
+                "on the Python path that registers id"
+            ) from None
+    try:
+        return gym.spec(name)
+    except gym.error.Error as error:
+        raise UserError(
+            f"unknown env '{env_id}' ({error}); pass a registered id such as CartPole-v1, "
+            "LunarLander-v3 or Tree-v0"
+        ) from None
+
+
+def bad_env_kwargs(cfg, spec: gym.envs.registration.EnvSpec, error: TypeError) -> str:
+    """What is wrong with --env-kwargs: the keywords the env does not take, named beside those it
+    does, else (a bad value) the env's own complaint."""
+    creator = spec.entry_point
+    try:
+        if isinstance(creator, str):
+            creator = gym.envs.registration.load_env_creator(creator)
+        parameters = list(inspect.signature(creator).parameters.values())
+    except (ImportError, AttributeError, TypeError, ValueError):  # a signature cannot be read
+        parameters = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    takes = [p.name for p in parameters if p.kind in named and p.name != "render_mode"]
+    takes.append("max_episode_steps")  # gym.make's own
+    unknown = [repr(name) for name in cfg.env_kwargs if name not in (*takes, "render_mode")]
+    if unknown and all(p.kind != inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return (
+            f"--env-kwargs: {cfg.env} takes no keyword {', '.join(unknown)}; it takes "
+            f"{', '.join(takes)}"
+        )
+    complaint = str(error).split(" was raised from the environment creator")[0]
+    return f"bad --env-kwargs for {cfg.env} ({complaint})"
 
 
 # gymnasium gives Pendulum-v1 no reward threshold; -200 is the usual "solved" line for it.

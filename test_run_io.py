@@ -71,6 +71,10 @@ def one_line_error(capsys, *argv, expect):
         (["--env", "GridActions-v0"], "it needs Discrete or a flat Box"),
         (["--env", "HalfBoundedActions-v0"], "it needs all bounds or none"),
         (["--env", "QuadraticBandit-v0", "--env-kwargs", '{"mean": [0, 1]}'], "bad --env-kwargs"),
+        (["--env-kwargs", "{gravity: -5}"], "--env-kwargs: not valid JSON (Expecting property"),
+        (["--env-kwargs", "[1]"], "--env-kwargs: [1] is not a JSON object"),
+        (["--env", "nomodule:Env-v0"], "--env nomodule:Env-v0: cannot import nomodule"),
+        (["--env", "tree_env:Nope-v0"], "unknown env 'tree_env:Nope-v0'"),
         (["--env", "FrozenLake-v1"], "flat Box observation"),
         (["--algo", "sac"], "invalid choice"),
         (["--group-size", "0"], "--group-size must be a positive integer"),
@@ -135,6 +139,14 @@ def test_the_python_api_refuses_what_the_command_line_would(tmp_path, overrides,
         pa.make_config(**overrides)
     with pytest.raises(run_io.UserError, match=re.escape(expect)):
         pa.train(dataclasses.replace(pa.Config(), **overrides), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_env_keyword_is_named_not_taken_for_an_unknown_env(capsys, tmp_path):
+    argv = ["--env", "LunarLander-v3", "--env-kwargs", '{"gravty": -5}', "--out", tmp_path / "run"]
+    expect = "--env-kwargs: LunarLander-v3 takes no keyword 'gravty'"
+    err = one_line_error(capsys, *map(str, argv), expect=expect)
+    assert "gravity" in err and "unknown env" not in err, err
     assert not (tmp_path / "run").exists()
 
 
