@@ -98,7 +98,7 @@ class Config:
     overwrite: bool = option(False, "reuse an --out that already holds a run")
     resume: str = option("", "continue the run in this directory from its last checkpoint")
     load_model: str | None = option(
-        None, "start from (with --validate, evaluate) this checkpoint.pt"
+        None, "start from (with --validate, evaluate) this checkpoint.pt, or a run directory's"
     )
     validate: bool = option(False, "only evaluate --load-model, greedily")
     render: str = option("", "show or record evaluations' 1st episode", choices=("human", "video"))
@@ -246,6 +246,8 @@ def make_config(env: str = Config.env, algo: str = Config.algo, **overrides: obj
         raise UserError(f"unknown option {unknown[0]}; see python policy_annealing.py --help")
     if overrides.get("resume"):  # its config is the saved one: see config_from_args
         raise UserError("resume a run from the command line: --resume DIR")
+    if isinstance(overrides.get("load_model"), str):  # a run directory: its checkpoint.pt
+        overrides["load_model"] = str(run_io.checkpoint_file(overrides["load_model"]))
     cfg = Config(**{**defaults_for(env, algo), **overrides, "env": env, "algo": algo})
     check_config(cfg, overrides)
     return cfg

@@ -208,12 +208,20 @@ def save_checkpoint(path, cfg, agent_state: dict, optimizer_state: dict, state: 
     write_atomic(Path(path), buffer.getvalue())
 
 
+def checkpoint_file(path) -> Path:
+    """A checkpoint's path: a run directory stands for the checkpoint.pt inside it."""
+    path = Path(path)
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
 def load_checkpoint(path, flag: str = "--load-model", shapes: dict | None = None) -> dict:
     """Load with weights_only=True; every way a file can be wrong is a UserError naming `flag`.
     With `shapes` (an agent's), the policy (and normaliser) must fit them; a value network may
     differ or be absent.  A checkpoint from before configs were saved in it takes the config of
     the experiment.json beside it."""
-    path = Path(path)
+    path = checkpoint_file(path)
+    if path.name == "checkpoint.pt" and path.parent.is_dir() and not path.exists():
+        raise UserError(f"{flag} {path.parent}: no checkpoint.pt there; pass a run directory")
     if not path.is_file():
         raise UserError(f"{flag} {path}: no such file; pass a checkpoint.pt from a run directory")
     try:

@@ -215,6 +215,19 @@ def test_bad_checkpoints_give_one_clear_line(capsys, tmp_path, cartpole_run):
     assert code == 0
 
 
+def test_load_model_takes_the_checkpoint_of_a_run_directory(capsys, tmp_path, cartpole_run):
+    """--load-model runs/X: the checkpoint.pt inside, for --validate and a warm start alike, as
+    --help says; a directory without one is one line."""
+    assert pa.main(["--validate", "--eval-episodes", "2", "--load-model", str(cartpole_run)]) == 0
+    assert f"({cartpole_run / 'checkpoint.pt'})" in capsys.readouterr().out
+    cfg = pa.make_config(load_model=str(cartpole_run), **SMOKE, eval_episodes=2, quiet=True)
+    assert cfg.load_model == str(cartpole_run / "checkpoint.pt")
+    one_line_error(capsys, "--validate", "--load-model", str(tmp_path), expect="no checkpoint.pt")
+    with pytest.raises(SystemExit):
+        pa.main(["--help"])
+    assert "this checkpoint.pt, or a run directory's" in " ".join(capsys.readouterr().out.split())
+
+
 def test_validate_takes_the_env_the_checkpoint_was_trained_on(capsys, tmp_path):
     train(config("Tree-v0", **SMOKE, env_kwargs={"tree_seed": 1}), tmp_path)
     assert pa.main(["--validate", "--load-model", str(tmp_path / "checkpoint.pt")]) == 0
