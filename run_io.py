@@ -19,6 +19,7 @@ import inspect
 import io
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -267,7 +268,8 @@ def run_directory(cfg) -> Path:
     if cfg.resume:  # checked by saved_config
         return Path(cfg.resume)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.out or f"runs/{cfg.env}-{cfg.algo}-s{cfg.seed}-{stamp}")
+    env = re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.env)  # module:Env-v0, ALE/Pong-v5: one safe name
+    run_dir = Path(cfg.out or f"runs/{env}-{cfg.algo}-s{cfg.seed}-{stamp}")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} is a file; pass a directory for the run")
     if (run_dir / "experiment.json").exists() and not cfg.overwrite:

@@ -312,6 +312,16 @@ def test_an_out_that_cannot_be_created_is_one_line_and_leaves_nothing(capsys, tm
     assert not Path("/proc/x").exists()
 
 
+def test_the_default_run_directory_name_is_safe_for_any_env_id(tmp_path, monkeypatch):
+    """A custom id module:Env-v0 (or a namespaced one, ALE/Pong-v5) names one folder in runs/,
+    with no colon or slash in its name."""
+    monkeypatch.chdir(tmp_path)
+    for env_id, safe in [("tree_env:Tree-v0", "tree_env_Tree-v0"), ("ALE/Pong-v5", "ALE_Pong-v5")]:
+        run_dir = run_io.run_directory(dataclasses.replace(config(), env=env_id, out=""))
+        assert run_dir.parent == Path("runs") and run_dir.name.startswith(f"{safe}-grouped-s0-")
+    assert all(":" not in path.name for path in (tmp_path / "runs").iterdir())
+
+
 def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
     capsys, tmp_path, cartpole_run
 ):
