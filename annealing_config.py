@@ -299,6 +299,36 @@ def build_parser(env: str = Config.env, algo: str = Config.algo) -> argparse.Arg
     return parser
 
 
+def refuse_a_finished_run(cfg: Config) -> None:
+    """--resume of a run that ended by itself (no signal, no error), with no budget on this
+    command line that would let it go on: one line saying what would, and nothing written (its
+    final evaluation would only be taken again, its summary rewritten)."""
+    summary = run_io.read_experiment(cfg.resume, "--resume").get("summary") or {}
+    if not summary or summary.get("error"):  # killed, interrupted or failed: it has more to do
+        return
+    done, steps, seconds = summary["iterations"], summary["env_steps"], summary["wall_time"]
+    ends = [("iterations", done)] if done >= cfg.iterations else []
+    ends += [("max_env_steps", steps)] if 0 < cfg.max_env_steps <= steps else []
+    minutes = math.ceil(seconds / 60 * 100) / 100
+    ends += [("max_minutes", minutes)] if 0 < 60 * cfg.max_minutes <= seconds else []
+    solved = cfg.stop_when_solved and summary.get("solved_iteration") is not None
+    if not ends and not solved:
+        return
+    finished = (
+        f"--resume {cfg.resume}: the run is finished (stopped by {summary['stopped_by']} after "
+        f"{done} iterations, {steps} env steps)"
+    )
+    bent = [name for name, _ in ends if name == schedule_clock(cfg)[0]]
+    if solved or (bent and (cfg.temp_start != cfg.temp_end or cfg.lr_decay)):
+        why = "it stops when solved" if solved else "its schedules end there"
+        raise UserError(
+            f"{finished} and {why}; to train on, start a new run from it with --load-model "
+            f"{cfg.resume} (nothing was changed)"
+        )
+    more = " and ".join(f"--{name.replace('_', '-')} above {value:g}" for name, value in ends)
+    raise UserError(f"{finished}; to extend it, pass {more} (nothing was changed)")
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     given = {name: value for name, value in vars(args).items() if value is not None}
     if given.get("resume"):  # the run's own config; only how long and how shown may change
@@ -313,6 +343,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                 f"{value}, and a new budget would bend them; resume without it, or start a new run"
             )
         check_config(cfg)
+        refuse_a_finished_run(cfg)
         return cfg
     if given.get("validate") and given.get("load_model"):  # the env the policy was trained on
         saved = config_of(run_io.load_checkpoint(given["load_model"])["config"])

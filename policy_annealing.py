@@ -685,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.validate:
             validate(cfg)
             return 0
+        before = run_io.resumed_from(cfg)  # the final line tells this process's times apart
         with run_io.stop_on_signals():
             _, experiment = train(cfg)
     except UserError as error:
@@ -694,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted while starting: no run was changed", file=sys.stderr)
         return 128 + run_io.STOP_SIGNALS[0]
     cfg.out = experiment["config"]["out"]
-    return run_io.print_outcome(cfg, experiment["summary"], time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return run_io.print_outcome(cfg, experiment["summary"], seconds, before)
 
 
 if __name__ == "__main__":

@@ -448,9 +448,19 @@ class ProgressBar:
         self.bar.close()
 
 
-def print_outcome(cfg, summary: dict, total_seconds: float) -> int:
+def resumed_from(cfg) -> dict | None:
+    """--resume: the run's training and evaluation seconds before this process, as its
+    checkpoint has them (the run goes on from there, see Run)."""
+    if not cfg.resume:
+        return None
+    state = load_checkpoint(Path(cfg.resume) / "checkpoint.pt", flag="--resume")["state"]
+    return {key: state.get(key, 0.0) for key in ("wall_time", "eval_time")}
+
+
+def print_outcome(cfg, summary: dict, total_seconds: float, before: dict | None = None) -> int:
     """Print how a run ended and why (an error on stderr; with --quiet nothing else); its exit
-    status."""
+    status.  The times: this process's (total_seconds in all), and after a resume (`before`:
+    resumed_from's) the whole run's training and evaluation too."""
     run_dir, error = cfg.out, summary["error"]
     if error == "interrupted":
         if summary["iterations"] == 0:
@@ -470,12 +480,18 @@ def print_outcome(cfg, summary: dict, total_seconds: float) -> int:
         solved = "not solved"
         if steps:
             solved = f"solved at {steps} env steps, {summary['solved_wall_time']:.1f} s"
+        earlier = before or {"wall_time": 0.0, "eval_time": 0.0}
+        training, evaluating = (summary[key] - earlier[key] for key in ("wall_time", "eval_time"))
+        times = f"{total_seconds:.1f} s in all: {training:.1f} s training, {evaluating:.1f} s "
+        times += "evaluating"
+        if before is not None:
+            times = f"this process {times}; the run since its start {summary['wall_time']:.1f} "
+            times += f"s training, {summary['eval_time']:.1f} s evaluating"
         print(
             f"{cfg.env} {cfg.algo} seed {cfg.seed}: {solved}; stopped by {summary['stopped_by']} "
             f"after {summary['iterations']} iterations, {summary['env_steps']} env steps; final "
             f"return {final['sampled']['mean']:.1f} sampled, {final['greedy']['mean']:.1f} "
-            f"greedy; {total_seconds:.1f} s in all: {summary['wall_time']:.1f} s training, "
-            f"{summary['eval_time']:.1f} s evaluating -> {run_dir}"
+            f"greedy; {times} -> {run_dir}"
         )
     return 0
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import annealing_config
 import policy_annealing as pa
 import run_io
 import testing_helpers
@@ -336,6 +337,63 @@ def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
     saved = json.loads((cartpole_run / "experiment.json").read_text())["config"]
     changed = {k for k, v in experiment["config"].items() if saved.get(k) != v}
     assert changed <= {"iterations", "resume", "quiet", "out", "versions"}, changed
+
+
+def test_resume_of_a_finished_run_is_refused_and_changes_nothing(capsys, tmp_path):
+    """A run that ended by itself, resumed with no budget that extends it: one line saying what
+    would, and its files byte for byte as they were.  Extended, the final line tells this
+    process's times from the whole run's (they were mixed: this process's 'in all' beside the
+    run's training and evaluation)."""
+    run = tmp_path / "run"
+    assert run_main(capsys, *SMOKE_ARGS, "--out", str(run))[0] == 0
+    files = {path.name: path.read_bytes() for path in run.iterdir()}
+    for extra in ([], ["--iterations", "1"], ["--no-quiet"]):
+        err = one_line_error(capsys, "--resume", str(run), *extra, expect="the run is finished")
+        assert "stopped by iterations after 1 iterations" in err and "--iterations above 1" in err
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == files
+    state = run_io.load_checkpoint(run / "checkpoint.pt")["state"]
+    assert pa.main(["--resume", str(run), "--iterations", "2", "--no-quiet"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads((run / "experiment.json").read_text())["summary"]
+    training, evaluating = (summary[key] - state[key] for key in ("wall_time", "eval_time"))
+    this_process = f"s in all: {training:.1f} s training, {evaluating:.1f} s evaluating;"
+    assert "; this process " in line and this_process in line, line
+    whole = f"the run since its start {summary['wall_time']:.1f} s training, "
+    assert f"{whole}{summary['eval_time']:.1f} s evaluating -> {run}" in line, line
+
+
+def test_resume_of_a_run_that_spent_its_step_budget_names_that_budget(capsys, tmp_path):
+    run = tmp_path / "run"
+    argv = [*SMOKE_ARGS, "--iterations", "3", "--max-env-steps", "5", "--out", str(run)]
+    assert run_main(capsys, *argv)[0] == 0
+    steps = json.loads((run / "experiment.json").read_text())["summary"]["env_steps"]
+    err = one_line_error(capsys, "--resume", str(run), expect="stopped by env-step budget")
+    assert f"pass --max-env-steps above {steps} (nothing was changed)" in err, err
+
+
+@pytest.mark.parametrize(
+    "config_overrides, summary_overrides, expect",
+    [
+        ({}, {}, "pass --iterations above 4"),
+        ({"iterations": 9, "max_minutes": 0.5}, {"wall_time": 30.5}, "--max-minutes above 0.51"),
+        ({"stop_when_solved": True, "iterations": 9}, {"solved_iteration": 3}, "stops when solved"),
+        ({"temp_start": 0.5, "temp_end": 0.1}, {}, "its schedules end there"),
+        ({}, {"error": "interrupted"}, None),  # not finished: it goes on
+        ({"iterations": 5}, {}, None),  # a larger --iterations extends it
+    ],
+)
+def test_what_a_finished_run_needs_to_go_on(tmp_path, config_overrides, summary_overrides, expect):
+    cfg = dataclasses.replace(config(**SMOKE), iterations=4, resume=str(tmp_path))
+    cfg = dataclasses.replace(cfg, **config_overrides)
+    summary = dict(iterations=4, env_steps=80, wall_time=1.0, stopped_by="iterations", error=None,
+                   solved_iteration=None)  # fmt: skip
+    summary.update(summary_overrides)
+    (tmp_path / "experiment.json").write_text(json.dumps({"summary": summary}))
+    if expect is None:
+        annealing_config.refuse_a_finished_run(cfg)
+    else:
+        with pytest.raises(run_io.UserError, match=re.escape(expect)):
+            annealing_config.refuse_a_finished_run(cfg)
 
 
 @pytest.mark.slow
