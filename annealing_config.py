@@ -103,6 +103,11 @@ class Config:
     validate: bool = option(False, "only evaluate --load-model, greedily")
     render: str = option("", "show or record evaluations' 1st episode", choices=("human", "video"))
     quiet: bool = option(False, "no progress bar and no summary line")
+    tensorboard: bool = option(
+        False,
+        "also write the history as TensorBoard scalars into the run directory, at its env "
+        "steps (tensorboard --logdir runs)",
+    )
 
 
 # Overrides of Config's defaults per env and algo, chosen on tuning seeds (docs/experiments.md).
@@ -235,6 +240,8 @@ def check_config(cfg: Config, given: tuple | dict = ()) -> None:
         raise UserError("--target-entropy adapts T from a --temp-start > 0; drop --temp-end")
     if "temp_lr" in given and not cfg.target_entropy:
         raise UserError("--temp-lr steps T toward --target-entropy; give one, or drop --temp-lr")
+    if cfg.tensorboard:
+        run_io.check_tensorboard()
     if cfg.validate and not cfg.load_model:
         raise UserError("--validate evaluates a saved policy: add --load-model PATH")
 

@@ -277,12 +277,17 @@ def run_directory(cfg) -> Path:
             f"--out {run_dir} already holds a run; pass --resume {run_dir} to continue it, "
             "--overwrite to replace it, or another --out"
         )
-    own = {"experiment.json", "checkpoint.pt", "videos"}
-    if run_dir.is_dir() and any(entry.name not in own for entry in run_dir.iterdir()):
+
+    def own(name: str) -> bool:  # a file a run writes
+        return name in ("experiment.json", "checkpoint.pt", "videos") or name.startswith(EVENTS)
+
+    if run_dir.is_dir() and not all(own(entry.name) for entry in run_dir.iterdir()):
         raise UserError(f"--out {run_dir} holds other files; pass a new or empty directory")
     if cfg.overwrite:  # no file of the replaced run may pass for one of the new run's
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
         shutil.rmtree(run_dir / "videos", ignore_errors=True)
+        for events in run_dir.glob(f"{EVENTS}*"):
+            events.unlink()
     make_directory(run_dir, "--out")
     return run_dir
 
@@ -301,6 +306,21 @@ def make_directory(path: Path, flag: str) -> None:
         why = f"{file} is a file" if file else error.strerror or str(error)
         raise UserError(
             f"{flag} {path} cannot be created ({why}); pass a directory path you can write to"
+        ) from None
+
+
+EVENTS = "events.out.tfevents."  # --tensorboard's files (SummaryWriter names them so)
+
+
+def check_tensorboard() -> None:
+    """--tensorboard: refused in one line, before anything is written, without its package."""
+    try:
+        import tensorboard  # noqa: F401
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard (or "
+            "pip install -e '.[tensorboard]'), or drop --tensorboard"
         ) from None
 
 
@@ -370,7 +390,25 @@ class Run:
             write_json(self.experiment_path, self.experiment)
             state = {**self.state, **rngs}
             save_checkpoint(self.checkpoint_path, self.cfg, agent_state, optimizer_state, state)
+        self.write_scalars(record)
         self.bar.show(record)
+
+    def write_scalars(self, record: dict) -> None:
+        """--tensorboard: the record's numbers (returns, loss, entropy, temperature, env steps,
+        exact_kl...) as scalars at its env steps, flushed, so that `tensorboard --logdir runs`
+        shows the run live.  The writer is made at the first record: a refused run writes no
+        event file; a resumed one adds a file, its steps going on."""
+        if not self.cfg.tensorboard:
+            return
+        if getattr(self, "writer", None) is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.experiment_path.parent))
+        for key, value in record.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                tag = f"returns/{key}" if key.endswith("_return") else f"charts/{key}"
+                self.writer.add_scalar(tag, value, global_step=record["env_steps"])
+        self.writer.flush()
 
     def budget_spent(self) -> str | None:
         """Which of --max-env-steps or --max-minutes (of training time, evaluation excluded) is
@@ -391,6 +429,8 @@ class Run:
 
     def _finish(self, solved, threshold, stop, error, final_eval) -> dict:
         self.bar.close()
+        if getattr(self, "writer", None) is not None:  # --tensorboard's
+            self.writer.close()
         keys = ("iteration", "env_steps", "eval_return", "confirm_return")
         crossed = [record for record in self.history if record.get("confirm_return") is not None]
         summary = {

@@ -469,6 +469,47 @@ def test_a_death_between_the_two_writes_resumes_consistently(capsys, tmp_path, m
     assert code == 0 and [r["iteration"] for r in history] == [1, 2, 3]
 
 
+# ---- --tensorboard -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Tree-v0"])
+def test_tensorboard_writes_the_history_as_scalars_at_env_steps(capsys, tmp_path, env):
+    """Event files in the run directory hold each record's numbers, exact_kl too where the env
+    has one; --overwrite replaces them; a run without --tensorboard writes none."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    history = train(config(env, **SMOKE, tensorboard=True), tmp_path)["history"]
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(tmp_path))
+    scalars.Reload()
+    tags = ["returns/train_return", "returns/eval_return", "charts/loss", "charts/entropy"]
+    tags += ["charts/temperature", "charts/env_steps"] + ["charts/exact_kl"] * (env == "Tree-v0")
+    assert set(tags) <= set(scalars.Tags()["scalars"]), scalars.Tags()
+    for tag in tags:
+        key = tag.split("/")[1]
+        written = [(event.step, event.value) for event in scalars.Scalars(tag)]
+        expected = [
+            (record["env_steps"], pytest.approx(record[key], rel=1e-6)) for record in history
+        ]
+        assert written == expected, tag
+    argv = [*SMOKE_ARGS, "--env", env, "--out", str(tmp_path), "--overwrite"]
+    assert run_main(capsys, *argv)[0] == 0  # without --tensorboard, and the old file is gone
+    assert not events.exists() and not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_tensorboard_without_its_package_is_one_line_and_writes_nothing(
+    capsys, tmp_path, monkeypatch
+):
+    for module in ("tensorboard", "torch.utils.tensorboard"):  # as if not installed
+        monkeypatch.setitem(sys.modules, module, None)
+    run = tmp_path / "run"
+    one_line_error(capsys, *SMOKE_ARGS, "--tensorboard", "--out", str(run), expect="pip install")
+    assert not run.exists()
+    with pytest.raises(run_io.UserError, match="--tensorboard needs the tensorboard package"):
+        pa.train(pa.Config(tensorboard=True), run)
+    assert not run.exists()
+
+
 # ---- signals -------------------------------------------------------------------------------------
 
 
