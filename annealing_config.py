@@ -205,7 +205,7 @@ def kind_of(field: dataclasses.Field) -> tuple[tuple[type, ...], str]:
         int: ((int,), "an integer"),
         float: ((int, float), "a number"),
         dict: ((dict,), "a dict of keyword arguments"),
-        type(None): ((str, type(None)), "a path or None"),
+        type(None): ((str, type(None)), "a string (a path) or None"),
     }.get(type(default), ((str,), "a string"))
 
 

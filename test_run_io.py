@@ -128,7 +128,7 @@ def test_bad_arguments_give_one_clear_line(capsys, tmp_path, argv, expect):
         (dict(stop_when_solved=1), "--stop-when-solved must be True or False"),
         (dict(env_kwargs='{"tree_seed": 1}'), "--env-kwargs must be a dict"),
         (dict(env=None), "--env must be a string"),
-        (dict(load_model=Path("runs/x")), "--load-model must be a path or None"),
+        (dict(load_model=Path("runs/x")), "--load-model must be a string (a path) or None"),
         (dict(render="gif"), "--render must be one of human, video"),
         (dict(algo="err", baseline="mean"), "--baseline must be one of value, group"),
     ],
