@@ -23,6 +23,19 @@ def option(default: object, help: str, **argparse_kwargs: object) -> dataclasses
     return dataclasses.field(**default, metadata={"help": help, "must": must, **argparse_kwargs})
 
 
+def json_object(text: str) -> dict:
+    """--env-kwargs: a JSON object, or argparse's one line that says JSON (not "invalid loads")."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"not valid JSON ({error}); pass an object, e.g. '{{\"tree_seed\": 1}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text} is not a JSON object; pass one, e.g. '{{}}'")
+    return value
+
+
 @dataclasses.dataclass
 class Config:
     env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete or Box actions")
@@ -97,17 +110,22 @@ class Config:
     max_env_steps: int = option(0, "also stop after this many env steps (0: no limit)", must=">= 0")
     max_minutes: float = option(0.0, "also stop after this much training time (0: no limit)")
     threads: int = option(1, "torch threads; a seed reproduces a run only with the same count")
-    env_kwargs: dict = option({}, "JSON for gym.make, e.g. '{\"tree_seed\": 1}'", type=json.loads)
+    env_kwargs: dict = option({}, "JSON for gym.make, e.g. '{\"tree_seed\": 1}'", type=json_object)
     label: str = option("", "name of this run in plots and reports")
     out: str = option("", "run directory (default runs/<env>-<algo>-s<seed>-<timestamp>/)")
     overwrite: bool = option(False, "reuse an --out that already holds a run")
     resume: str = option("", "continue the run in this directory from its last checkpoint")
     load_model: str | None = option(
-        None, "start from (with --validate, evaluate) this checkpoint.pt"
+        None, "start from (with --validate, evaluate) this checkpoint.pt, or a run directory's"
     )
     validate: bool = option(False, "only evaluate --load-model, greedily")
     render: str = option("", "show or record evaluations' 1st episode", choices=("human", "video"))
     quiet: bool = option(False, "no progress bar and no summary line")
+    tensorboard: bool = option(
+        False,
+        "also write the history as TensorBoard scalars into the run directory, at its env "
+        "steps (tensorboard --logdir runs)",
+    )
 
     # ---- the schedules over the run's budget: as an iteration starts, progress in [0, 1]
     def learning_rates(self, progress: float) -> list[float]:
@@ -233,17 +251,36 @@ def defaults_for(env_id: str, algo: str) -> dict:
     return merged
 
 
+def kind_of(field: dataclasses.Field) -> tuple[tuple[type, ...], str]:
+    """The types a field's value may have, by its default's (a Config built in Python is not
+    parsed: "20" for an int, or 1 for a switch, must be refused too), and how to say them."""
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    return {
+        bool: ((bool,), "True or False"),
+        int: ((int,), "an integer"),
+        float: ((int, float), "a number"),
+        dict: ((dict,), "a dict of keyword arguments"),
+        type(None): ((str, type(None)), "a string (a path) or None"),
+    }.get(type(default), ((str,), "a string"))
+
+
 def check_config(cfg: Config, given: tuple | dict = ()) -> None:
     """Every bad value or combination is one UserError that names the fix.  `given`: the options
     the user set, refused when they belong to another algorithm (they would be ignored)."""
     for field in dataclasses.fields(cfg):
         must, value = field.metadata["must"], getattr(cfg, field.name)
+        flag, (types, kind) = f"--{field.name.replace('_', '-')}", kind_of(field)
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise UserError(f"{flag} must be {kind}, got {value!r}")
+        choices = field.metadata.get("choices", ())
+        if choices and value not in (*choices, field.default):  # render's default "" is none
+            raise UserError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
         if must and not MUST[must](value):
-            raise UserError(f"--{field.name.replace('_', '-')} must be {must}, got {value}")
+            raise UserError(f"{flag} must be {must}, got {value}")
         algos = field.metadata.get("algos", (cfg.algo,))
         if field.name in given and cfg.algo not in algos:
             raise UserError(
-                f"--{field.name.replace('_', '-')} is an option of --algo {' and '.join(algos)}; "
+                f"{flag} is an option of --algo {' and '.join(algos)}; "
                 f"drop it for --algo {cfg.algo}"
             )
     if (cfg.temp_start == 0) != (cfg.temp_end == 0):
@@ -262,6 +299,8 @@ def check_config(cfg: Config, given: tuple | dict = ()) -> None:
             raise UserError(f"{flag} steers T toward --target-entropy; give one, or drop {flag}")
     if cfg.target_entropy and not cfg.temp_min <= cfg.temp_start <= cfg.temp_max:
         raise UserError("--target-entropy: --temp-start must lie in [--temp-min, --temp-max]")
+    if cfg.tensorboard:
+        run_io.check_tensorboard()
     if cfg.validate and not cfg.load_model:
         raise UserError("--validate evaluates a saved policy: add --load-model PATH")
 
@@ -273,6 +312,8 @@ def make_config(env: str = Config.env, algo: str = Config.algo, **overrides: obj
         raise UserError(f"unknown option {unknown[0]}; see python policy_annealing.py --help")
     if overrides.get("resume"):  # its config is the saved one: see config_from_args
         raise UserError("resume a run from the command line: --resume DIR")
+    if isinstance(overrides.get("load_model"), str):  # a run directory: its checkpoint.pt
+        overrides["load_model"] = str(run_io.checkpoint_file(overrides["load_model"]))
     cfg = Config(**{**defaults_for(env, algo), **overrides, "env": env, "algo": algo})
     check_config(cfg, overrides)
     return cfg
@@ -306,7 +347,9 @@ def build_parser(env: str = Config.env, algo: str = Config.algo) -> argparse.Arg
     defaults to None, so that config_from_args knows what was given."""
     defaults = defaults_for(env, algo)
     epilog = f"Defaults shown for --env {env} --algo {algo}; give yours before --help for theirs."
-    parser = argparse.ArgumentParser(description=DESCRIPTION, epilog=epilog)
+    # no abbreviations: --iter 2 would be --iterations 2, and a new flag could change what an
+    # old command line means
+    parser = argparse.ArgumentParser(description=DESCRIPTION, epilog=epilog, allow_abbrev=False)
     parser.error = refuse
     for field in dataclasses.fields(Config):
         flag, extra = "--" + field.name.replace("_", "-"), dict(field.metadata)
@@ -325,12 +368,42 @@ def build_parser(env: str = Config.env, algo: str = Config.algo) -> argparse.Arg
 def parse_command_line(argv: list[str]) -> Config:
     """The checked Config of a command line.  --env and --algo are read first: the parser's
     --help shows their defaults."""
-    pair = argparse.ArgumentParser(add_help=False)
+    pair = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # as build_parser
     pair.error = refuse
     pair.add_argument("--env", default=Config.env)
     pair.add_argument("--algo", default=Config.algo)
     parser = build_parser(**vars(pair.parse_known_args(argv)[0]))
     return config_from_args(parser.parse_args(argv))
+
+
+def refuse_a_finished_run(cfg: Config) -> None:
+    """--resume of a run that ended by itself (no signal, no error), with no budget on this
+    command line that would let it go on: one line saying what would, and nothing written (its
+    final evaluation would only be taken again, its summary rewritten)."""
+    summary = run_io.read_experiment(cfg.resume, "--resume").get("summary") or {}
+    if not summary or summary.get("error"):  # killed, interrupted or failed: it has more to do
+        return
+    done, steps, seconds = summary["iterations"], summary["env_steps"], summary["wall_time"]
+    ends = [("iterations", done)] if done >= cfg.iterations else []
+    ends += [("max_env_steps", steps)] if 0 < cfg.max_env_steps <= steps else []
+    minutes = math.ceil(seconds / 60 * 100) / 100
+    ends += [("max_minutes", minutes)] if 0 < 60 * cfg.max_minutes <= seconds else []
+    solved = cfg.stop_when_solved and summary.get("solved_iteration") is not None
+    if not ends and not solved:
+        return
+    finished = (
+        f"--resume {cfg.resume}: the run is finished (stopped by {summary['stopped_by']} after "
+        f"{done} iterations, {steps} env steps)"
+    )
+    bent = [name for name, _ in ends if name == schedule_clock(cfg)[0]]
+    if solved or (bent and (cfg.temp_start != cfg.temp_end or cfg.lr_decay)):
+        why = "it stops when solved" if solved else "its schedules end there"
+        raise UserError(
+            f"{finished} and {why}; to train on, start a new run from it with --load-model "
+            f"{cfg.resume} (nothing was changed)"
+        )
+    more = " and ".join(f"--{name.replace('_', '-')} above {value:g}" for name, value in ends)
+    raise UserError(f"{finished}; to extend it, pass {more} (nothing was changed)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -347,6 +420,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                 f"{value}, and a new budget would bend them; resume without it, or start a new run"
             )
         check_config(cfg)
+        refuse_a_finished_run(cfg)
         return cfg
     if given.get("validate") and given.get("load_model"):  # the env the policy was trained on
         saved = config_of(run_io.load_checkpoint(given["load_model"])["config"])

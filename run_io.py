@@ -13,10 +13,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import importlib
 import importlib.metadata
+import inspect
 import io
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -46,13 +49,13 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
     flat Box and its observations a flat Box.  With --render and a video_dir, its episodes are
     shown in a window (--render human) or recorded into video_dir/videos (--render video)."""
     mode = {"human": "human", "video": "rgb_array"}.get(cfg.render) if video_dir else None
+    spec = env_spec(cfg.env)
     try:
         env = gym.make(cfg.env, **cfg.env_kwargs)
-    except (gym.error.Error, TypeError) as error:
-        raise UserError(
-            f"unknown env '{cfg.env}' or bad --env-kwargs ({error}); pass a registered id such as "
-            "CartPole-v1, LunarLander-v3 or Tree-v0"
-        ) from None
+    except TypeError as error:  # gym.make's answer to a keyword the env does not take, or a value
+        raise UserError(bad_env_kwargs(cfg, spec, error)) from None
+    except gym.error.Error as error:  # a registered env that cannot be made (a missing package)
+        raise UserError(f"--env {cfg.env}: {error}") from None
     actions, observations = env.action_space, env.observation_space
     flat_box = isinstance(actions, gym.spaces.Box) and len(actions.shape) == 1
     if not (isinstance(actions, gym.spaces.Discrete) or flat_box):
@@ -77,6 +80,50 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
         except gym.error.DependencyNotInstalled as error:
             raise UserError(f"--render video: {error}") from None
     return env
+
+
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """--env's registration, or one line: an unknown id, or module:id (as gym.make reads it, the
+    module registers id) whose module cannot be imported."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise UserError(
+                f"--env {env_id}: cannot import {module} ({error}); pass module:id with a module "
+                "on the Python path that registers id"
+            ) from None
+    try:
+        return gym.spec(name)
+    except gym.error.Error as error:
+        raise UserError(
+            f"unknown env '{env_id}' ({error}); pass a registered id such as CartPole-v1, "
+            "LunarLander-v3 or Tree-v0"
+        ) from None
+
+
+def bad_env_kwargs(cfg, spec: gym.envs.registration.EnvSpec, error: TypeError) -> str:
+    """What is wrong with --env-kwargs: the keywords the env does not take, named beside those it
+    does, else (a bad value) the env's own complaint."""
+    creator = spec.entry_point
+    try:
+        if isinstance(creator, str):
+            creator = gym.envs.registration.load_env_creator(creator)
+        parameters = list(inspect.signature(creator).parameters.values())
+    except (ImportError, AttributeError, TypeError, ValueError):  # a signature cannot be read
+        parameters = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    takes = [p.name for p in parameters if p.kind in named and p.name != "render_mode"]
+    takes.append("max_episode_steps")  # gym.make's own
+    unknown = [repr(name) for name in cfg.env_kwargs if name not in (*takes, "render_mode")]
+    if unknown and all(p.kind != inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return (
+            f"--env-kwargs: {cfg.env} takes no keyword {', '.join(unknown)}; it takes "
+            f"{', '.join(takes)}"
+        )
+    complaint = str(error).split(" was raised from the environment creator")[0]
+    return f"bad --env-kwargs for {cfg.env} ({complaint})"
 
 
 # gymnasium gives Pendulum-v1 no reward threshold; -200 is the usual "solved" line for it.
@@ -135,12 +182,20 @@ def save_checkpoint(path, cfg, agent_state: dict, optimizer_state: dict, state: 
     write_atomic(Path(path), buffer.getvalue())
 
 
+def checkpoint_file(path) -> Path:
+    """A checkpoint's path: a run directory stands for the checkpoint.pt inside it."""
+    path = Path(path)
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
 def load_checkpoint(path, flag: str = "--load-model", shapes: dict | None = None) -> dict:
     """Load with weights_only=True; every way a file can be wrong is a UserError naming `flag`.
     With `shapes` (an agent's), the policy (and normaliser) must fit them; a value network may
     differ or be absent.  A checkpoint from before configs were saved in it takes the config of
     the experiment.json beside it."""
-    path = Path(path)
+    path = checkpoint_file(path)
+    if path.name == "checkpoint.pt" and path.parent.is_dir() and not path.exists():
+        raise UserError(f"{flag} {path.parent}: no checkpoint.pt there; pass a run directory")
     if not path.is_file():
         raise UserError(f"{flag} {path}: no such file; pass a checkpoint.pt from a run directory")
     try:
@@ -193,7 +248,8 @@ def run_directory(cfg) -> Path:
     if cfg.resume:  # checked by saved_config
         return Path(cfg.resume)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.out or f"runs/{cfg.env}-{cfg.algo}-s{cfg.seed}-{stamp}")
+    env = re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.env)  # module:Env-v0, ALE/Pong-v5: one safe name
+    run_dir = Path(cfg.out or f"runs/{env}-{cfg.algo}-s{cfg.seed}-{stamp}")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} is a file; pass a directory for the run")
     if (run_dir / "experiment.json").exists() and not cfg.overwrite:
@@ -201,14 +257,51 @@ def run_directory(cfg) -> Path:
             f"--out {run_dir} already holds a run; pass --resume {run_dir} to continue it, "
             "--overwrite to replace it, or another --out"
         )
-    own = {"experiment.json", "checkpoint.pt", "videos"}
-    if run_dir.is_dir() and any(entry.name not in own for entry in run_dir.iterdir()):
+
+    def own(name: str) -> bool:  # a file a run writes
+        return name in ("experiment.json", "checkpoint.pt", "videos") or name.startswith(EVENTS)
+
+    if run_dir.is_dir() and not all(own(entry.name) for entry in run_dir.iterdir()):
         raise UserError(f"--out {run_dir} holds other files; pass a new or empty directory")
     if cfg.overwrite:  # no file of the replaced run may pass for one of the new run's
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
         shutil.rmtree(run_dir / "videos", ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        for events in run_dir.glob(f"{EVENTS}*"):
+            events.unlink()
+    make_directory(run_dir, "--out")
     return run_dir
+
+
+def make_directory(path: Path, flag: str) -> None:
+    """mkdir -p, or one line saying why not (a file on the way, no permission, a name too long);
+    a refusal leaves none of the parents it made."""
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]  # deepest first
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        for folder in missing:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        file = next((parent for parent in path.parents if parent.is_file()), None)
+        why = f"{file} is a file" if file else error.strerror or str(error)
+        raise UserError(
+            f"{flag} {path} cannot be created ({why}); pass a directory path you can write to"
+        ) from None
+
+
+EVENTS = "events.out.tfevents."  # --tensorboard's files (SummaryWriter names them so)
+
+
+def check_tensorboard() -> None:
+    """--tensorboard: refused in one line, before anything is written, without its package."""
+    try:
+        import tensorboard  # noqa: F401
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard (or "
+            "pip install -e '.[tensorboard]'), or drop --tensorboard"
+        ) from None
 
 
 RESUME_FLAGS = ("iterations", "max_env_steps", "max_minutes", "resume", "render", "quiet")
@@ -260,7 +353,8 @@ class Run:
             load_policy(agent, cfg.load_model)  # V too, when one fits
         self.dir = run_directory(dataclasses.replace(cfg, out=str(out or cfg.out)))
         self.cfg = cfg = dataclasses.replace(cfg, out=str(self.dir))
-        self.checkpoint, self.error, self.seconds = None, None, 0.0
+        self.checkpoint, self.error, self.seconds, self.resumed_from = None, None, 0.0, None
+        self.writer = None  # --tensorboard's, made at the first record
         # --eval-episodes envs (with --render, each evaluation's first is shown or recorded),
         # and --confirm-episodes more where the env has a threshold to confirm
         self.eval_envs = make_envs(cfg, cfg.eval_episodes, self.dir)
@@ -293,6 +387,7 @@ class Run:
             old = f"--resume {self.cfg.resume}: its optimizer state is an older version's"
             raise UserError(f"{old}; rerun it with --out {self.cfg.resume} --overwrite") from None
         self.state.update(self.checkpoint["state"])
+        self.resumed_from = {key: self.state[key] for key in ("wall_time", "eval_time")}
         self.seed_rng.bit_generator.state = self.state.pop("seed_rng")
         self.action_rng.set_state(self.state.pop("action_rng"))
         # the checkpoint decides: experiment.json may hold one record more (record's order)
@@ -306,6 +401,23 @@ class Run:
         return (
             "iterations" if self.state["iteration"] >= self.cfg.iterations else self.budget_spent()
         )
+
+    def write_scalars(self, record: dict) -> None:
+        """--tensorboard: the record's numbers (returns, loss, entropy, temperature, env steps,
+        exact_kl...) as scalars at its env steps, flushed, so that `tensorboard --logdir runs`
+        shows the run live.  The writer is made at the first record: a refused run writes no
+        event file; a resumed one adds a file, its steps going on."""
+        if not self.cfg.tensorboard:
+            return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.experiment_path.parent))
+        for key, value in record.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                tag = f"returns/{key}" if key.endswith("_return") else f"charts/{key}"
+                self.writer.add_scalar(tag, value, global_step=record["env_steps"])
+        self.writer.flush()
 
     def budget_spent(self) -> str | None:
         """Which of --max-env-steps or --max-minutes (of training time, evaluation excluded) is
@@ -358,6 +470,7 @@ class Run:
             state = {**self.state, **rngs}
             save_checkpoint(self.checkpoint_path, self.cfg, agent.state_dict(),
                             optimizer.state_dict(), state)  # fmt: skip
+        self.write_scalars(record)
         self.bar.show(record)
 
     def finish(self, final_eval: dict | None) -> dict:
@@ -372,6 +485,8 @@ class Run:
         solved, threshold, error = self.solved, self.threshold, self.error
         stop = self.stop_reason() if error is None else "error"
         stop = "interrupted" if error == "interrupted" else stop
+        if self.writer is not None:
+            self.writer.close()
         keys = ("iteration", "env_steps", "eval_return", "confirm_return")
         crossed = [record for record in self.history if record.get("confirm_return") is not None]
         summary = {
@@ -386,6 +501,7 @@ class Run:
             "crossings": [{key: record[key] for key in keys} for record in crossed],
             "reward_threshold": threshold,
             "error": error,
+            "resumed_from": self.resumed_from,  # this process's start: its seconds (print_outcome)
         }
         if final_eval is not None:
             summary["final_eval"] = final_eval
@@ -449,7 +565,8 @@ def run_command(command, argv: list[str]) -> int:
 
 def print_outcome(cfg, summary: dict, total_seconds: float) -> int:
     """Print how a run ended and why (an error on stderr; with --quiet nothing else); its exit
-    status."""
+    status.  The times: this process's (total_seconds in all), and after a resume the whole
+    run's training and evaluation too."""
     run_dir, error = cfg.out, summary["error"]
     if error == "interrupted":
         if summary["iterations"] == 0:
@@ -469,12 +586,19 @@ def print_outcome(cfg, summary: dict, total_seconds: float) -> int:
         solved = "not solved"
         if steps:
             solved = f"solved at {steps} env steps, {summary['solved_wall_time']:.1f} s"
+        before = summary.get("resumed_from")  # the run's seconds when this process took it up
+        earlier = before or {"wall_time": 0.0, "eval_time": 0.0}
+        training, evaluating = (summary[key] - earlier[key] for key in ("wall_time", "eval_time"))
+        times = f"{total_seconds:.1f} s in all: {training:.1f} s training, {evaluating:.1f} s "
+        times += "evaluating"
+        if before is not None:
+            times = f"this process {times}; the run since its start {summary['wall_time']:.1f} "
+            times += f"s training, {summary['eval_time']:.1f} s evaluating"
         print(
             f"{cfg.env} {cfg.algo} seed {cfg.seed}: {solved}; stopped by {summary['stopped_by']} "
             f"after {summary['iterations']} iterations, {summary['env_steps']} env steps; final "
             f"return {final['sampled']['mean']:.1f} sampled, {final['greedy']['mean']:.1f} "
-            f"greedy; {total_seconds:.1f} s in all: {summary['wall_time']:.1f} s training, "
-            f"{summary['eval_time']:.1f} s evaluating -> {run_dir}"
+            f"greedy; {times} -> {run_dir}"
         )
     return 0
 

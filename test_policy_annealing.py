@@ -1424,6 +1424,10 @@ def test_help_shows_the_defaults_of_the_env_and_algo_given(capsys):
         shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
         assert f"Adam learning rate (V: see --value-lr) (default {lr})" in shown
     assert "learning rate (V: see --value-lr) (default 0.003)" not in shown  # not Config's own
+    with pytest.raises(SystemExit):  # an abbreviation is no --algo, for --help either
+        pa.main(["--al", "value", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(V: see --value-lr) (default 0.001)" in shown  # grouped's, not value's
 
 
 @settings(max_examples=40, deadline=None)

@@ -5,6 +5,7 @@ signals.  The method itself is tested in test_policy_annealing.py."""
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import annealing_config
 import policy_annealing as pa
 import run_io
 import testing_helpers
@@ -70,6 +72,10 @@ def one_line_error(capsys, *argv, expect):
         (["--env", "GridActions-v0"], "it needs Discrete or a flat Box"),
         (["--env", "HalfBoundedActions-v0"], "it needs all bounds or none"),
         (["--env", "QuadraticBandit-v0", "--env-kwargs", '{"mean": [0, 1]}'], "bad --env-kwargs"),
+        (["--env-kwargs", "{gravity: -5}"], "--env-kwargs: not valid JSON (Expecting property"),
+        (["--env-kwargs", "[1]"], "--env-kwargs: [1] is not a JSON object"),
+        (["--env", "nomodule:Env-v0"], "--env nomodule:Env-v0: cannot import nomodule"),
+        (["--env", "tree_env:Nope-v0"], "unknown env 'tree_env:Nope-v0'"),
         (["--env", "FrozenLake-v1"], "flat Box observation"),
         (["--algo", "sac"], "invalid choice"),
         (["--group-size", "0"], "--group-size must be a positive integer"),
@@ -100,6 +106,8 @@ def one_line_error(capsys, *argv, expect):
         (["--temp-lr", "0.1"], "give one, or drop --temp-lr"),
         (["--env"], "expected one argument"),
         (["--iterations", "two"], "invalid int value"),
+        (["--iter", "2"], "unrecognized arguments: --iter 2"),  # no abbreviation of --iterations
+        (["--env-kw", "{}"], "unrecognized arguments: --env-kw"),
         (["--validate"], "add --load-model"),
         (["--env", "Tree-v0", "--render", "video"], "cannot --render video"),
     ],
@@ -107,6 +115,40 @@ def one_line_error(capsys, *argv, expect):
 def test_bad_arguments_give_one_clear_line(capsys, tmp_path, argv, expect):
     one_line_error(capsys, *argv, "--out", str(tmp_path / "run"), expect=expect)
     assert not (tmp_path / "run").exists()  # nothing created for a refused run
+
+
+@pytest.mark.parametrize(
+    "overrides, expect",
+    [
+        (dict(algo="ppo"), "--algo must be one of grouped, value, err, got 'ppo'"),
+        (dict(iterations="20"), "--iterations must be an integer, got '20'"),
+        (dict(iterations=True), "--iterations must be an integer, got True"),
+        (dict(seed=1.5), "--seed must be an integer"),
+        (dict(lr="0.1"), "--lr must be a number"),
+        (dict(stop_when_solved=1), "--stop-when-solved must be True or False"),
+        (dict(env_kwargs='{"tree_seed": 1}'), "--env-kwargs must be a dict"),
+        (dict(env=None), "--env must be a string"),
+        (dict(load_model=Path("runs/x")), "--load-model must be a string (a path) or None"),
+        (dict(render="gif"), "--render must be one of human, video"),
+        (dict(algo="err", baseline="mean"), "--baseline must be one of value, group"),
+    ],
+)
+def test_the_python_api_refuses_what_the_command_line_would(tmp_path, overrides, expect):
+    """make_config and train (a Config built by hand) raise the CLI's UserError, before anything
+    is written: a wrong type or choice is not left to fail inside the run."""
+    with pytest.raises(run_io.UserError, match=re.escape(expect)):
+        pa.make_config(**overrides)
+    with pytest.raises(run_io.UserError, match=re.escape(expect)):
+        pa.train(dataclasses.replace(pa.Config(), **overrides), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_env_keyword_is_named_not_taken_for_an_unknown_env(capsys, tmp_path):
+    argv = ["--env", "LunarLander-v3", "--env-kwargs", '{"gravty": -5}', "--out", tmp_path / "run"]
+    expect = "--env-kwargs: LunarLander-v3 takes no keyword 'gravty'"
+    err = one_line_error(capsys, *map(str, argv), expect=expect)
+    assert "gravity" in err and "unknown env" not in err, err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_real_process_reports_bad_input_without_traceback(tmp_path):
@@ -172,6 +214,19 @@ def test_bad_checkpoints_give_one_clear_line(capsys, tmp_path, cartpole_run):
     assert not (tmp_path / "x").exists()  # a refused warm start leaves no run directory
     code, _ = run_main(capsys, *validate, str(checkpoint))
     assert code == 0
+
+
+def test_load_model_takes_the_checkpoint_of_a_run_directory(capsys, tmp_path, cartpole_run):
+    """--load-model runs/X: the checkpoint.pt inside, for --validate and a warm start alike, as
+    --help says; a directory without one is one line."""
+    assert pa.main(["--validate", "--eval-episodes", "2", "--load-model", str(cartpole_run)]) == 0
+    assert f"({cartpole_run / 'checkpoint.pt'})" in capsys.readouterr().out
+    cfg = pa.make_config(load_model=str(cartpole_run), **SMOKE, eval_episodes=2, quiet=True)
+    assert cfg.load_model == str(cartpole_run / "checkpoint.pt")
+    one_line_error(capsys, "--validate", "--load-model", str(tmp_path), expect="no checkpoint.pt")
+    with pytest.raises(SystemExit):
+        pa.main(["--help"])
+    assert "this checkpoint.pt, or a run directory's" in " ".join(capsys.readouterr().out.split())
 
 
 def test_validate_takes_the_env_the_checkpoint_was_trained_on(capsys, tmp_path):
@@ -245,6 +300,29 @@ def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(capsys, tmp_pat
     assert code == 0 and len(json.loads((copy / "experiment.json").read_text())["history"]) == 1
 
 
+def test_an_out_that_cannot_be_created_is_one_line_and_leaves_nothing(capsys, tmp_path):
+    """A path under a file, one the system refuses, a name too long: one line, and no folder of
+    the path is left behind (tmp/new was made on the way to the long name)."""
+    (tmp_path / "README.md").write_text("")
+    under_a_file = str(tmp_path / "README.md" / "run1")
+    one_line_error(capsys, *SMOKE_ARGS, "--out", under_a_file, expect="README.md is a file")
+    one_line_error(capsys, *SMOKE_ARGS, "--out", "/proc/x", expect="/proc/x cannot be created")
+    too_long = str(tmp_path / "new" / ("x" * 300))
+    one_line_error(capsys, *SMOKE_ARGS, "--out", too_long, expect="cannot be created")
+    assert [path.name for path in tmp_path.iterdir()] == ["README.md"]
+    assert not Path("/proc/x").exists()
+
+
+def test_the_default_run_directory_name_is_safe_for_any_env_id(tmp_path, monkeypatch):
+    """A custom id module:Env-v0 (or a namespaced one, ALE/Pong-v5) names one folder in runs/,
+    with no colon or slash in its name."""
+    monkeypatch.chdir(tmp_path)
+    for env_id, safe in [("tree_env:Tree-v0", "tree_env_Tree-v0"), ("ALE/Pong-v5", "ALE_Pong-v5")]:
+        run_dir = run_io.run_directory(dataclasses.replace(config(), env=env_id, out=""))
+        assert run_dir.parent == Path("runs") and run_dir.name.startswith(f"{safe}-grouped-s0-")
+    assert all(":" not in path.name for path in (tmp_path / "runs").iterdir())
+
+
 def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
     capsys, tmp_path, cartpole_run
 ):
@@ -259,6 +337,63 @@ def test_resume_extends_a_run_and_refuses_flags_that_would_change_it(
     saved = json.loads((cartpole_run / "experiment.json").read_text())["config"]
     changed = {k for k, v in experiment["config"].items() if saved.get(k) != v}
     assert changed <= {"iterations", "resume", "quiet", "out", "versions"}, changed
+
+
+def test_resume_of_a_finished_run_is_refused_and_changes_nothing(capsys, tmp_path):
+    """A run that ended by itself, resumed with no budget that extends it: one line saying what
+    would, and its files byte for byte as they were.  Extended, the final line tells this
+    process's times from the whole run's (they were mixed: this process's 'in all' beside the
+    run's training and evaluation)."""
+    run = tmp_path / "run"
+    assert run_main(capsys, *SMOKE_ARGS, "--out", str(run))[0] == 0
+    files = {path.name: path.read_bytes() for path in run.iterdir()}
+    for extra in ([], ["--iterations", "1"], ["--no-quiet"]):
+        err = one_line_error(capsys, "--resume", str(run), *extra, expect="the run is finished")
+        assert "stopped by iterations after 1 iterations" in err and "--iterations above 1" in err
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == files
+    state = run_io.load_checkpoint(run / "checkpoint.pt")["state"]
+    assert pa.main(["--resume", str(run), "--iterations", "2", "--no-quiet"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads((run / "experiment.json").read_text())["summary"]
+    training, evaluating = (summary[key] - state[key] for key in ("wall_time", "eval_time"))
+    this_process = f"s in all: {training:.1f} s training, {evaluating:.1f} s evaluating;"
+    assert "; this process " in line and this_process in line, line
+    whole = f"the run since its start {summary['wall_time']:.1f} s training, "
+    assert f"{whole}{summary['eval_time']:.1f} s evaluating -> {run}" in line, line
+
+
+def test_resume_of_a_run_that_spent_its_step_budget_names_that_budget(capsys, tmp_path):
+    run = tmp_path / "run"
+    argv = [*SMOKE_ARGS, "--iterations", "3", "--max-env-steps", "5", "--out", str(run)]
+    assert run_main(capsys, *argv)[0] == 0
+    steps = json.loads((run / "experiment.json").read_text())["summary"]["env_steps"]
+    err = one_line_error(capsys, "--resume", str(run), expect="stopped by env-step budget")
+    assert f"pass --max-env-steps above {steps} (nothing was changed)" in err, err
+
+
+@pytest.mark.parametrize(
+    "config_overrides, summary_overrides, expect",
+    [
+        ({}, {}, "pass --iterations above 4"),
+        ({"iterations": 9, "max_minutes": 0.5}, {"wall_time": 30.5}, "--max-minutes above 0.51"),
+        ({"stop_when_solved": True, "iterations": 9}, {"solved_iteration": 3}, "stops when solved"),
+        ({"temp_start": 0.5, "temp_end": 0.1}, {}, "its schedules end there"),
+        ({}, {"error": "interrupted"}, None),  # not finished: it goes on
+        ({"iterations": 5}, {}, None),  # a larger --iterations extends it
+    ],
+)
+def test_what_a_finished_run_needs_to_go_on(tmp_path, config_overrides, summary_overrides, expect):
+    cfg = dataclasses.replace(config(**SMOKE), iterations=4, resume=str(tmp_path))
+    cfg = dataclasses.replace(cfg, **config_overrides)
+    summary = dict(iterations=4, env_steps=80, wall_time=1.0, stopped_by="iterations", error=None,
+                   solved_iteration=None)  # fmt: skip
+    summary.update(summary_overrides)
+    (tmp_path / "experiment.json").write_text(json.dumps({"summary": summary}))
+    if expect is None:
+        annealing_config.refuse_a_finished_run(cfg)
+    else:
+        with pytest.raises(run_io.UserError, match=re.escape(expect)):
+            annealing_config.refuse_a_finished_run(cfg)
 
 
 @pytest.mark.slow
@@ -332,6 +467,47 @@ def test_a_death_between_the_two_writes_resumes_consistently(capsys, tmp_path, m
     code, _ = run_main(capsys, "--resume", str(tmp_path), "--quiet")
     history = json.loads((tmp_path / "experiment.json").read_text())["history"]
     assert code == 0 and [r["iteration"] for r in history] == [1, 2, 3]
+
+
+# ---- --tensorboard -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Tree-v0"])
+def test_tensorboard_writes_the_history_as_scalars_at_env_steps(capsys, tmp_path, env):
+    """Event files in the run directory hold each record's numbers, exact_kl too where the env
+    has one; --overwrite replaces them; a run without --tensorboard writes none."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    history = train(config(env, **SMOKE, tensorboard=True), tmp_path)["history"]
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(tmp_path))
+    scalars.Reload()
+    tags = ["returns/train_return", "returns/eval_return", "charts/loss", "charts/entropy"]
+    tags += ["charts/temperature", "charts/env_steps"] + ["charts/exact_kl"] * (env == "Tree-v0")
+    assert set(tags) <= set(scalars.Tags()["scalars"]), scalars.Tags()
+    for tag in tags:
+        key = tag.split("/")[1]
+        written = [(event.step, event.value) for event in scalars.Scalars(tag)]
+        expected = [
+            (record["env_steps"], pytest.approx(record[key], rel=1e-6)) for record in history
+        ]
+        assert written == expected, tag
+    argv = [*SMOKE_ARGS, "--env", env, "--out", str(tmp_path), "--overwrite"]
+    assert run_main(capsys, *argv)[0] == 0  # without --tensorboard, and the old file is gone
+    assert not events.exists() and not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_tensorboard_without_its_package_is_one_line_and_writes_nothing(
+    capsys, tmp_path, monkeypatch
+):
+    for module in ("tensorboard", "torch.utils.tensorboard"):  # as if not installed
+        monkeypatch.setitem(sys.modules, module, None)
+    run = tmp_path / "run"
+    one_line_error(capsys, *SMOKE_ARGS, "--tensorboard", "--out", str(run), expect="pip install")
+    assert not run.exists()
+    with pytest.raises(run_io.UserError, match="--tensorboard needs the tensorboard package"):
+        pa.train(pa.Config(tensorboard=True), run)
+    assert not run.exists()
 
 
 # ---- signals -------------------------------------------------------------------------------------
