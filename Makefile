@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LUNAR_ALGO ?= err
 PYTEST = $(PY) -m pytest -q -W "ignore:builtin type:DeprecationWarning"
 
-.PHONY: help test test-fast lint cartpole lunar tree gaussian bandit gif clean
+.PHONY: help test test-fast test-exact test-io lint cartpole lunar tree gaussian bandit gif clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,8 +20,14 @@ $(VENV)/.installed: requirements.txt
 test: $(VENV)/.installed  ## run every test (test_*.py; builds .venv first if needed)
 	$(PYTEST) -n 2 --dist worksteal test_*.py  # worksteal: the long tests do not queue behind one worker
 
-test-fast: $(VENV)/.installed  ## the math and property tests only: no update, training run or subprocess
-	$(PYTEST) -m "not slow" test_policy_annealing.py test_continuous.py
+test-fast: $(VENV)/.installed  ## tier 1: the math and property tests (no update, training run or subprocess)
+	$(PYTEST) -m "not slow" test_policy_annealing.py test_continuous.py test_temperature.py
+
+test-exact: $(VENV)/.installed  ## tier 2: training runs that must reach an exact law (the long tail)
+	$(PYTEST) -n 2 --dist worksteal -m exact test_*.py
+
+test-io: $(VENV)/.installed  ## tier 3: files, resume, signals, the command line, report.py, the package
+	$(PYTEST) -n 2 --dist worksteal test_run_io.py test_report.py test_packaging.py
 
 lint: $(VENV)/.installed  ## ruff's lint rules and its formatter, as configured in ruff.toml
 	$(VENV)/bin/ruff check .

@@ -153,6 +153,13 @@ class Config:
             return self.temp_start
         return self.temp_start * (self.temp_end / self.temp_start) ** progress
 
+    def schedules_move(self) -> bool:
+        """Whether anything follows the budget's clock, so that a new budget would bend it: T's
+        schedule (with --target-entropy T adapts instead, and the target may move), the decay."""
+        if self.target_entropy:
+            return self.target_entropy_end not in (0, self.target_entropy) or self.lr_decay
+        return self.temp_start != self.temp_end or self.lr_decay
+
     def target_entropy_at(self, progress: float) -> float:
         """--target-entropy, held or linear to --target-entropy-end over the budget (nats a
         step)."""
@@ -396,7 +403,7 @@ def refuse_a_finished_run(cfg: Config) -> None:
         f"{done} iterations, {steps} env steps)"
     )
     bent = [name for name, _ in ends if name == schedule_clock(cfg)[0]]
-    if solved or (bent and (cfg.temp_start != cfg.temp_end or cfg.lr_decay)):
+    if solved or (bent and cfg.schedules_move()):
         why = "it stops when solved" if solved else "its schedules end there"
         raise UserError(
             f"{finished} and {why}; to train on, start a new run from it with --load-model "
@@ -411,9 +418,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if given.get("resume"):  # the run's own config; only how long and how shown may change
         saved = config_of(run_io.saved_config(given))
         cfg = dataclasses.replace(saved, **given)
-        if schedule_clock(cfg) != schedule_clock(saved) and (
-            cfg.temp_start != cfg.temp_end or cfg.lr_decay
-        ):
+        if schedule_clock(cfg) != schedule_clock(saved) and cfg.schedules_move():
             flag, value = schedule_clock(saved)
             raise UserError(
                 f"--resume {cfg.resume}: its schedules run over --{flag.replace('_', '-')} "
@@ -423,7 +428,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         refuse_a_finished_run(cfg)
         return cfg
     if given.get("validate") and given.get("load_model"):  # the env the policy was trained on
-        saved = config_of(run_io.load_checkpoint(given["load_model"])["config"])
-        for name in ("env", "env_kwargs", "hidden", "obs_norm", "temp_start", "temp_end"):
-            given.setdefault(name, getattr(saved, "temp_end" if "temp" in name else name))
+        checkpoint = run_io.load_checkpoint(given["load_model"])
+        saved = config_of(checkpoint["config"])
+        for name in ("env", "env_kwargs", "hidden", "obs_norm"):
+            given.setdefault(name, getattr(saved, name))
+        # the law at the run's own final T: an adapting T's last (the checkpoint's), else the end
+        final = checkpoint["state"].get("temperature", saved.temp_end)
+        given.setdefault("temp_start", final), given.setdefault("temp_end", final)
     return make_config(**given)

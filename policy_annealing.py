@@ -611,11 +611,14 @@ def evaluate_iteration(agent: Agent, cfg: Config, run: run_io.Run, temperature: 
 
 
 def final_evaluation(agent: Agent, cfg: Config) -> dict:
-    """Mean and std of --final-eval-episodes fresh episodes, sampled and greedy."""
+    """Mean and std of --final-eval-episodes fresh episodes, sampled and greedy, and the sampled
+    policy's entropy a step (greedy actions have none to report: a squashed Gaussian's formula at
+    its mean can exceed the box's maximum)."""
     envs, result = run_io.make_envs(cfg, cfg.final_eval_episodes), {}
-    for mode in ("sampled", "greedy"):
+    for mode in ("greedy", "sampled"):  # each evaluation is fixed by (seed, stream): any order
         returns, entropy = evaluate(agent, envs, cfg, 0, greedy=mode == "greedy")
-        result[mode] = dict(mean=float(returns.mean()), std=float(returns.std()), entropy=entropy)
+        result[mode] = dict(mean=float(returns.mean()), std=float(returns.std()))
+    result["sampled"]["entropy"] = entropy
     return result
 
 

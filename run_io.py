@@ -64,6 +64,7 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
         raise UserError(
             f"--env {cfg.env} has {observations} observations; it needs a flat Box observation"
         )
+    refuse_an_unreachable_target(cfg, actions)
     if mode and mode not in env.metadata.get("render_modes", []):
         raise UserError(f"--env {cfg.env} cannot --render {cfg.render}; drop --render")
     if mode:  # the same env again, now rendering
@@ -124,6 +125,28 @@ def bad_env_kwargs(cfg, spec: gym.envs.registration.EnvSpec, error: TypeError) -
         )
     complaint = str(error).split(" was raised from the environment creator")[0]
     return f"bad --env-kwargs for {cfg.env} ({complaint})"
+
+
+def refuse_an_unreachable_target(cfg, actions: gym.Space) -> None:
+    """--target-entropy (and its end) inside the entropies a step that the actions allow: those of
+    Discrete(n) lie in [0, log n], a bounded Box's below the uniform law's sum log(high - low)
+    (a differential entropy: it may be negative); a Box without bounds allows any."""
+    if not cfg.target_entropy:
+        return
+    if isinstance(actions, gym.spaces.Discrete):
+        low, high = 0.0, float(np.log(actions.n))
+    elif np.isfinite(actions.low).all():
+        low, high = -np.inf, float(np.log(actions.high - actions.low).sum())
+    else:
+        return
+    for name in ("target_entropy", "target_entropy_end"):
+        value = getattr(cfg, name)
+        if value and not low <= value <= high:
+            flag = f"--{name.replace('_', '-')}"
+            raise UserError(
+                f"{flag} {value:g} cannot be reached: {actions} allows {low:g} to {high:.3g} nats "
+                "a step; pass one inside"
+            )
 
 
 # gymnasium gives Pendulum-v1 no reward threshold; -200 is the usual "solved" line for it.

@@ -1142,6 +1142,14 @@ def test_temperature_starts_at_temp_start_ends_at_temp_end_and_falls_monotonical
     assert cfg.temperature_at(cfg.budget_progress(after)) == pytest.approx(0.1, rel=1e-12)
 
 
+def test_with_both_budgets_the_schedules_follow_env_steps():
+    """--max-env-steps and --max-minutes together: the schedules run over the env steps (a seed's
+    run stays reproducible), while either budget may end the run."""
+    cfg = config(**SCHEDULED, max_env_steps=400, max_minutes=10.0)
+    assert annealing_config.schedule_clock(cfg) == ("max_env_steps", 400)
+    assert cfg.budget_progress(dict(iteration=1, env_steps=200, wall_time=540.0)) == 0.5
+
+
 @pytest.mark.slow
 def test_a_step_budget_sets_the_schedule_not_iterations_it_never_reaches(tmp_path):
     cfg = config(**{**SCHEDULED, "iterations": 1000}, max_env_steps=400)
@@ -1152,6 +1160,7 @@ def test_a_step_budget_sets_the_schedule_not_iterations_it_never_reaches(tmp_pat
     assert history[-1]["env_steps"] >= 400 > history[-2]["env_steps"]  # the budget ended it
 
 
+@pytest.mark.exact
 @pytest.mark.slow
 def test_target_entropy_adapts_t_to_the_law_with_that_entropy(tmp_path):
     """A 3-armed bandit (Tree-v0 of depth 1): the law at T is softmax(R/T), whose entropy H(T) is
@@ -1288,6 +1297,7 @@ TREES = [dict(tree_seed=0), dict(tree_seed=1)]
         ("value", dict(path_length=1, num_groups=32), 0.5),
     ],
 )  # fmt: skip
+@pytest.mark.exact
 def test_training_reaches_the_exact_boltzmann_law_on_trees(tmp_path, algo, flags, temperature):
     """The real loop (sampler, update, networks) drives KL(p_policy || p_Boltzmann) below 0.01
     on two trees, while plain PG (T = 0) on the same trees does not approach the law.  err runs
@@ -1328,6 +1338,7 @@ def test_plain_pg_does_not_reach_the_boltzmann_law(tmp_path, capsys, tree):
     assert f"p_Boltzmann at T=1) = {kl:.2e}" in capsys.readouterr().out
 
 
+@pytest.mark.exact
 @pytest.mark.slow
 def test_without_seed_groups_grouped_annealing_learns_the_wrong_law(tmp_path):
     """Three starts whose log-partition functions differ (log Z = 5.1, 3.8, 4.3 at T = 0.5).
@@ -1468,6 +1479,7 @@ def test_argument_validation_accepts_exactly_the_valid_configs(
 # ==== toy_bandit.py (`make bandit`) ===============================================================
 
 
+@pytest.mark.exact
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bandit_annealing_settles_on_boltzmann_entropy_bonus_does_not(seed):
