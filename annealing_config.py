@@ -58,8 +58,8 @@ class Config:
     temp_start: float = option(0.5, "temperature T at the first iteration")
     temp_end: float = option(0.5, "T at the run's budget (geometric schedule, see budget_progress)")
     # may be negative: a continuous policy's entropy is differential (SAC's usual target: -dim)
-    target_entropy: float = option(0.0, "adapt T from --temp-start so that the sampled entropy is "
-                                   "this many nats a step (0: the schedule)",
+    target_entropy: float = option(0.0, "adapt T from --temp-start so that the policy's entropy "
+                                   "is this many nats a step (0: the schedule)",
                                    must="a finite number")  # fmt: skip
     temp_lr: float = option(0.05, "--target-entropy: step of the dual update on log T",
                             must="in (0, 1]")  # fmt: skip
@@ -304,6 +304,8 @@ def check_config(cfg: Config, given: tuple | dict = ()) -> None:
         if name in given and not cfg.target_entropy:
             flag = f"--{name.replace('_', '-')}"
             raise UserError(f"{flag} steers T toward --target-entropy; give one, or drop {flag}")
+    if "target_entropy_end" in given and cfg.target_entropy_end == 0:
+        raise UserError("--target-entropy-end 0 would mean a held target; pass e.g. 0.001")
     if cfg.target_entropy and not cfg.temp_min <= cfg.temp_start <= cfg.temp_max:
         raise UserError("--target-entropy: --temp-start must lie in [--temp-min, --temp-max]")
     if cfg.tensorboard:
@@ -432,7 +434,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         saved = config_of(checkpoint["config"])
         for name in ("env", "env_kwargs", "hidden", "obs_norm"):
             given.setdefault(name, getattr(saved, name))
-        # the law at the run's own final T: an adapting T's last (the checkpoint's), else the end
-        final = checkpoint["state"].get("temperature", saved.temp_end)
+        # the law at the T its last iteration trained at (the checkpoint's), as the summary's KL
+        final = checkpoint["state"].get("last_temperature", saved.temp_end)
         given.setdefault("temp_start", final), given.setdefault("temp_end", final)
     return make_config(**given)

@@ -615,10 +615,11 @@ def final_evaluation(agent: Agent, cfg: Config) -> dict:
     policy's entropy a step (greedy actions have none to report: a squashed Gaussian's formula at
     its mean can exceed the box's maximum)."""
     envs, result = run_io.make_envs(cfg, cfg.final_eval_episodes), {}
-    for mode in ("greedy", "sampled"):  # each evaluation is fixed by (seed, stream): any order
+    for mode in ("sampled", "greedy"):
         returns, entropy = evaluate(agent, envs, cfg, 0, greedy=mode == "greedy")
         result[mode] = dict(mean=float(returns.mean()), std=float(returns.std()))
-    result["sampled"]["entropy"] = entropy
+        if mode == "sampled":  # greedy actions have no entropy to report
+            result[mode]["entropy"] = entropy
     return result
 
 
@@ -655,7 +656,8 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
             with run.training():
                 # --target-entropy: the T the dual step left; while T moves, the fixed point is
                 # the law at the current T
-                temperature = run.state.get("temperature") or cfg.temperature_at(progress)
+                adapted = cfg.target_entropy
+                temperature = run.state["temperature"] if adapted else cfg.temperature_at(progress)
                 for group, lr in zip(
                     optimizer.param_groups, cfg.learning_rates(progress), strict=False
                 ):

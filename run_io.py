@@ -128,9 +128,10 @@ def bad_env_kwargs(cfg, spec: gym.envs.registration.EnvSpec, error: TypeError) -
 
 
 def refuse_an_unreachable_target(cfg, actions: gym.Space) -> None:
-    """--target-entropy (and its end) inside the entropies a step that the actions allow: those of
-    Discrete(n) lie in [0, log n], a bounded Box's below the uniform law's sum log(high - low)
-    (a differential entropy: it may be negative); a Box without bounds allows any."""
+    """--target-entropy (and its end) strictly inside the entropies a step the policy can have
+    (the uniform law's needs T = inf): Discrete(n)'s lie in [0, log n), a bounded Box's below
+    the uniform law's sum log(high - low), a Box without bounds' below the Gaussian's at the
+    largest sigma (log sigma < 2, see bounded_log_std); a differential entropy may be negative."""
     if not cfg.target_entropy:
         return
     if isinstance(actions, gym.spaces.Discrete):
@@ -138,10 +139,10 @@ def refuse_an_unreachable_target(cfg, actions: gym.Space) -> None:
     elif np.isfinite(actions.low).all():
         low, high = -np.inf, float(np.log(actions.high - actions.low).sum())
     else:
-        return
+        low, high = -np.inf, actions.shape[0] * (2 + 0.5 * (1 + np.log(2 * np.pi)))
     for name in ("target_entropy", "target_entropy_end"):
         value = getattr(cfg, name)
-        if value and not low <= value <= high:
+        if value and not low <= value < high:
             flag = f"--{name.replace('_', '-')}"
             raise UserError(
                 f"{flag} {value:g} cannot be reached: {actions} allows {low:g} to {high:.3g} nats "
@@ -372,11 +373,11 @@ class Run:
     seconds, why the run stops, `record` of each iteration (both files rewritten), `finish`."""
 
     def __init__(self, cfg, out, agent: nn.Module, optimizer: Optimizer):
-        if cfg.load_model:  # a warm start, checked before anything is written
+        if cfg.load_model and not cfg.resume:  # a warm start, checked before anything is written
             load_policy(agent, cfg.load_model)  # V too, when one fits
         self.dir = run_directory(dataclasses.replace(cfg, out=str(out or cfg.out)))
         self.cfg = cfg = dataclasses.replace(cfg, out=str(self.dir))
-        self.checkpoint, self.error, self.seconds, self.resumed_from = None, None, 0.0, None
+        self.error, self.seconds, self.resumed_from = None, 0.0, None
         self.writer = None  # --tensorboard's, made at the first record
         # --eval-episodes envs (with --render, each evaluation's first is shown or recorded),
         # and --confirm-episodes more where the env has a threshold to confirm
@@ -402,14 +403,14 @@ class Run:
 
     def restore(self, agent: nn.Module, optimizer: Optimizer) -> None:
         """--resume: the run goes on exactly where its checkpoint left it."""
-        self.checkpoint = load_checkpoint(self.checkpoint_path, flag="--resume")
-        agent.load_state_dict(self.checkpoint["agent"])
+        checkpoint = load_checkpoint(self.checkpoint_path, flag="--resume")
+        agent.load_state_dict(checkpoint["agent"])
         try:
-            optimizer.load_state_dict(self.checkpoint["optimizer"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
         except ValueError:  # e.g. one Adam group, from before --value-lr had its own
             old = f"--resume {self.cfg.resume}: its optimizer state is an older version's"
             raise UserError(f"{old}; rerun it with --out {self.cfg.resume} --overwrite") from None
-        self.state.update(self.checkpoint["state"])
+        self.state.update(checkpoint["state"])
         self.resumed_from = {key: self.state[key] for key in ("wall_time", "eval_time")}
         self.seed_rng.bit_generator.state = self.state.pop("seed_rng")
         self.action_rng.set_state(self.state.pop("action_rng"))
@@ -472,7 +473,8 @@ class Run:
             self.error = "interrupted"
         except FloatingPointError as exc:
             self.error = f"{exc} at iteration {self.state['iteration'] + 1}; checkpoint.pt keeps "
-            self.error += "the one before. Lower --lr or --optim-steps, or raise --temp-start"
+            self.error += "the one before. Lower --lr or --optim-steps, or raise --temp-start "
+            self.error += "(--temp-min with --target-entropy)"
 
     def record(self, agent: nn.Module, optimizer: Optimizer, steps: int, **measured) -> None:
         """The iteration counts from here on: `steps` env steps, the seconds of `training`, and
@@ -487,6 +489,7 @@ class Run:
         with deferred_signals():
             self.history.append(record)
             self.state.update({key: record[key] for key in ("iteration", "env_steps", "wall_time")})
+            self.state["last_temperature"] = record["temperature"]  # --validate's T
             write_json(self.experiment_path, self.experiment)
             rngs = dict(seed_rng=self.seed_rng.bit_generator.state,
                         action_rng=self.action_rng.get_state())  # fmt: skip

@@ -3,6 +3,7 @@ follows (per step, on a multi-step env), the target's own schedule, and what a r
 adapting T must do at --validate, --resume and with a target the actions cannot reach."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 import annealing_config
 import policy_annealing as pa
 import tree_env
-from testing_helpers import SMOKE, config, parsed_config, recorded, train
+from testing_helpers import SMOKE, config, parsed_config, recorded, train, without_wall_time
 
 F64 = torch.float64
 
@@ -93,13 +94,58 @@ def adapting_run(tmp_path, **overrides):
 
 
 @pytest.mark.slow
-def test_validate_takes_the_exact_kl_at_the_runs_own_final_temperature(tmp_path):
-    """The checkpoint's T, where the dual step left it, not the saved --temp-start/--temp-end."""
-    adapting_run(tmp_path)
-    final = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["state"]["temperature"]
-    assert final != 1.0
+@pytest.mark.parametrize("adapts", [True, False])
+def test_validate_takes_the_exact_kl_at_the_t_of_the_runs_last_iteration(tmp_path, adapts):
+    """--validate's KL is the summary's: at the T the checkpoint's policy last trained at, an
+    adapting T's (not the next batch's, one dual step on) or a schedule's (not --temp-end, which
+    the last iteration starts short of)."""
+    if adapts:
+        summary = adapting_run(tmp_path)
+    else:
+        scheduled = dict(temp_start=2.0, temp_end=0.3, lr_decay=False)
+        summary = train(config("Tree-v0", **{**SMOKE, **scheduled}), tmp_path)
+    last = summary["history"][-1]["temperature"]
+    assert last not in (1.0, 2.0, 0.3)  # it moved, and did not end where it was set to
     cfg = parsed_config(["--validate", "--load-model", str(tmp_path / "checkpoint.pt")])
-    assert cfg.temp_start == cfg.temp_end == final
+    assert cfg.temp_start == cfg.temp_end == last
+    agent, _ = pa.load(tmp_path / "checkpoint.pt")
+    kl = pa.make_env(cfg).unwrapped.exact_trajectory_kl(agent, cfg.temp_start)
+    assert kl == summary["summary"]["exact_kl"]
+
+
+@pytest.mark.slow
+def test_a_resumed_run_with_an_averaged_entropy_goes_on_as_if_uninterrupted(tmp_path):
+    """--entropy-signal average keeps its average in the run's state: 2 iterations, then a
+    resume to 4, give the history of 4 straight (every iteration evaluated, so that the first
+    process's last evaluation is one the straight run has too)."""
+    # the step uncapped, so that every T follows the average itself
+    flags = dict(entropy_signal="average", iterations=4, eval_every=1, temp_max_step=10.0)
+    straight = adapting_run(tmp_path / "straight", **flags)["history"]
+    adapting_run(tmp_path / "first", **{**flags, "iterations": 2})
+    resumed = train(parsed_config(["--resume", str(tmp_path / "first"), "--iterations", "4"]),
+                    tmp_path / "first")["history"]  # fmt: skip
+    assert without_wall_time(resumed) == without_wall_time(straight)
+    assert len(set(recorded(straight))) == 4  # T moved every iteration
+
+
+@pytest.mark.parametrize("name", annealing_config.CONTROL)
+def test_the_options_of_the_automatic_temperature_need_a_target(name):
+    value = {"entropy_signal": "updated"}.get(name, 0.5)
+    with pytest.raises(pa.UserError, match="give one, or drop"):
+        annealing_config.make_config("CartPole-v1", "grouped", **{name: value})
+
+
+@pytest.mark.parametrize(
+    "overrides, expect",
+    [
+        (dict(target_entropy_end=0.0), "would mean a held target"),
+        (dict(temp_start=0.5, temp_min=0.6), "must lie in [--temp-min, --temp-max]"),
+        (dict(temp_start=20.0), "must lie in [--temp-min, --temp-max]"),
+    ],
+)
+def test_bad_bounds_and_ends_of_the_automatic_temperature_are_refused(overrides, expect):
+    with pytest.raises(pa.UserError, match=re.escape(expect)):
+        annealing_config.make_config("CartPole-v1", "grouped", target_entropy=0.3, **overrides)
 
 
 @pytest.mark.slow
@@ -120,6 +166,7 @@ def test_resume_with_a_larger_budget_is_accepted_when_t_adapts(tmp_path):
     [
         ("CartPole-v1", -0.1, "0 to 0.693"),  # Discrete(2): entropy in [0, log 2]
         ("CartPole-v1", 0.8, "0 to 0.693"),
+        ("CartPole-v1", math.log(2), "0 to 0.693"),  # the uniform law: T = inf
         ("Pendulum-v1", 1.5, "-inf to 1.39"),  # torque in [-2, 2]: at most log 4
     ],
 )
@@ -127,7 +174,7 @@ def test_a_target_the_actions_cannot_reach_is_refused_before_anything_is_written
     tmp_path, capsys, env, target, allowed
 ):
     out = tmp_path / "run"
-    code = pa.main(["--env", env, "--target-entropy", str(target), "--out", str(out)])
+    code = pa.main(["--env", env, "--target-entropy", repr(target), "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "cannot be reached" in err and allowed in err, err
     assert not out.exists()
@@ -137,6 +184,11 @@ def test_a_target_the_actions_cannot_reach_is_refused_before_anything_is_written
     assert not out.exists()
     reachable = annealing_config.make_config(env, "grouped", target_entropy=0.5)
     pa.make_env(reachable)  # inside the bounds: made
+    end = annealing_config.make_config(
+        env, "grouped", target_entropy=0.5, target_entropy_end=target
+    )
+    with pytest.raises(pa.UserError, match="--target-entropy-end"):  # the end is checked too
+        pa.make_env(end)
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ def report(agent, before, batch, temperature, cfg, envs, steps):
     """Evaluation and KL; by window of steps, the change of the taken actions' log p and, for
     value with d = 0, the residual V - target."""
     with torch.no_grad():
-        after = agent.log_probs(batch.observations[..., :-1, :])
+        after = agent.head.log_probs(agent.policy_outputs(batch.observations[..., :-1, :]))
         taken = after.gather(-1, batch.actions[..., None]).squeeze(-1) - batch.log_probs
     kl = state_kl(before, after)[batch.mask]
     returns, _ = pa.evaluate(agent, envs, cfg, stream=10**6)
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> None:
         agent, optimizer = copy.deepcopy((agent, optimizer))  # one memo: the optimizer follows
         envs, states = run_io.make_envs(cfg, 32), batch.observations[..., :-1, :]
         with torch.no_grad():
-            before = agent.log_probs(states)
+            before = agent.head.log_probs(agent.policy_outputs(states))
         print(f"update {ours.at}: batch returns {batch.returns.flatten().tolist()}")
         report(agent, before, batch, temperature, cfg, envs, 0)
         rng = torch.Generator()

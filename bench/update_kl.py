@@ -38,10 +38,10 @@ def main(argv: list[str]) -> None:
         def wrapped(agent, optimizer, batch, *args):
             states = batch.observations[..., :-1, :]
             with torch.no_grad():
-                before = agent.log_probs(states)
+                before = agent.head.log_probs(agent.policy_outputs(states))
             loss = update(agent, optimizer, batch, *args)
             with torch.no_grad():
-                kl = mean_kl(before, agent.log_probs(states), batch.mask)
+                kl = mean_kl(before, agent.head.log_probs(agent.policy_outputs(states)), batch.mask)
             full = not bool(batch.terminated.any())  # every episode truncated at the limit
             measured.append((full, kl))
             return loss
