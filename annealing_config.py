@@ -78,9 +78,6 @@ class Config:
                              "law is uniform)", must="a positive number")  # fmt: skip
     temp_max_step: float = option(0.1, "--target-entropy: largest change of log T a batch",
                                   must="a positive number")  # fmt: skip
-    entropy_signal: str = option("batch", "--target-entropy: the entropy followed: the batch's "
-                                 "sampled, its average over batches, or after the update",
-                                 choices=("batch", "average", "updated"))  # fmt: skip
     # 0.05 nats per step: neither collapse nor stall, see trust_region_targets
     trust_region: float = option(0.05, "grouped: nats per episode step a batch may move (0: off)",
                                  algos=("grouped",))  # fmt: skip
@@ -246,8 +243,7 @@ MUST = {  # the checks an option's `must` may name
 
 
 # the options of the automatic temperature, refused without --target-entropy
-CONTROL = ("temp_lr", "target_entropy_end", "temp_min", "temp_max", "temp_max_step",
-           "entropy_signal")  # fmt: skip
+CONTROL = ("temp_lr", "target_entropy_end", "temp_min", "temp_max", "temp_max_step")
 
 
 def defaults_for(env_id: str, algo: str) -> dict:

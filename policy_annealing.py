@@ -14,10 +14,9 @@ actions (a Gaussian policy, see Agent).  Three ways to enforce it:
   value    learn V(s) and enforce the discounted, bootstrapped per-step form  -> value_loss
   err      feed R' = R - T log p to an ordinary (PPO) policy gradient          -> err_rewards
 
-Sections: 1 Boltzmann math, 2 losses, 3 networks and sampler, 4 updates, 5 training loop, 6 API
-and CLI.  Beside it: annealing_config.py (the options, per-env defaults and the parser of the
-command line), run_io.py (env, files, signals), tree_env.py and bandit_env.py (the exact checks,
-discrete and continuous); report.py reads the runs.
+Sections: 1 Boltzmann math, 2 losses, 3 the policy and the sampler, 4 updates, 5 training loop,
+6 API and CLI.  Beside it: annealing_config.py (options, defaults, schedules, parser), run_io.py
+(envs, the run's files and bookkeeping, signals), tree_env.py and bandit_env.py (exact checks).
 Tensors are laid out (num_groups, group_size, steps, ...); batch = num_groups * group_size.
 `mask` is True on real steps; steps past an episode's end are padding and may hold anything.
 """
@@ -266,9 +265,8 @@ class RunningNormalizer(nn.Module):
         self.count.copy_(total)
 
 
-# An action head turns the policy network's outputs into a distribution over one action space:
-# sample (or greedy), log pi and entropy of stored actions, and the env's action.  A new action
-# space is one more head.  out: (..., num_outputs) -> actions (...) or (..., action_dim).
+# An action head: the policy network's outputs as a distribution over one action space (draw, log pi
+# and entropy, the env's action); a new action space is one more head.  out: (..., num_outputs).
 class CategoricalHead:
     """Discrete actions: a softmax over the outputs (logits)."""
 
@@ -555,27 +553,11 @@ def make_optimizer(cfg: Config, agent: Agent) -> Optimizer:
     return torch.optim.Adam([dict(params=net.parameters(), lr=lr) for net, lr in groups])
 
 
-def followed_entropy(cfg: Config, agent: Agent, batch: Batch, state: dict) -> float:
-    """The entropy a step that the dual step follows (--entropy-signal): the batch's sampled one,
-    its moving average over batches (weight 0.2 on the newest), or the updated policy's on the
-    batch's states."""
-    if cfg.entropy_signal == "updated":
-        with torch.no_grad():
-            entropies = agent.log_prob_and_entropy(batch.observations[..., :-1, :], batch.actions)
-        return dataclasses.replace(batch, entropies=entropies[1]).mean_entropy
-    if cfg.entropy_signal == "average":  # kept in the run's state: a resumed run goes on alike
-        previous = state.get("entropy_average", batch.mean_entropy)
-        state["entropy_average"] = 0.8 * previous + 0.2 * batch.mean_entropy
-        return state["entropy_average"]
-    return batch.mean_entropy
-
-
-def adapted_temperature(cfg: Config, agent: Agent, batch: Batch, temperature: float,
-                        progress: float, state: dict) -> float:  # fmt: skip
-    """The next batch's T: the bounded dual step from this one's entropy toward the target."""
-    entropy, target = followed_entropy(cfg, agent, batch, state), cfg.target_entropy_at(progress)
-    step, bounds = cfg.temp_lr, (cfg.temp_max_step, cfg.temp_min, cfg.temp_max)
-    return dual_temperature_step(temperature, entropy, target, step, *bounds)
+def adapted_temperature(cfg: Config, batch: Batch, temperature: float, progress: float) -> float:
+    """The next batch's T, by the bounded dual step from this one's sampled entropy a step."""
+    bounds = cfg.temp_max_step, cfg.temp_min, cfg.temp_max
+    target = cfg.target_entropy_at(progress)
+    return dual_temperature_step(temperature, batch.mean_entropy, target, cfg.temp_lr, *bounds)
 
 
 def evaluate(agent: Agent, envs: list[gym.Env], cfg: Config, stream: int, greedy: bool = False,
@@ -670,7 +652,7 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
                     agent.normalizer.update(batch.observations[..., :-1, :][batch.mask])
                 if cfg.target_entropy:  # the next batch's T, from this one's entropy
                     run.state["temperature"] = adapted_temperature(
-                        cfg, agent, batch, temperature, progress, run.state
+                        cfg, batch, temperature, progress
                     )
             with run.evaluating():  # the policy *after* the update
                 judged = evaluate_iteration(agent, cfg, run, temperature)

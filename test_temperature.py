@@ -12,7 +12,7 @@ import torch
 import annealing_config
 import policy_annealing as pa
 import tree_env
-from testing_helpers import SMOKE, config, parsed_config, recorded, train, without_wall_time
+from testing_helpers import SMOKE, config, parsed_config, recorded, train
 
 F64 = torch.float64
 
@@ -113,26 +113,10 @@ def test_validate_takes_the_exact_kl_at_the_t_of_the_runs_last_iteration(tmp_pat
     assert kl == summary["summary"]["exact_kl"]
 
 
-@pytest.mark.slow
-def test_a_resumed_run_with_an_averaged_entropy_goes_on_as_if_uninterrupted(tmp_path):
-    """--entropy-signal average keeps its average in the run's state: 2 iterations, then a
-    resume to 4, give the history of 4 straight (every iteration evaluated, so that the first
-    process's last evaluation is one the straight run has too)."""
-    # the step uncapped, so that every T follows the average itself
-    flags = dict(entropy_signal="average", iterations=4, eval_every=1, temp_max_step=10.0)
-    straight = adapting_run(tmp_path / "straight", **flags)["history"]
-    adapting_run(tmp_path / "first", **{**flags, "iterations": 2})
-    resumed = train(parsed_config(["--resume", str(tmp_path / "first"), "--iterations", "4"]),
-                    tmp_path / "first")["history"]  # fmt: skip
-    assert without_wall_time(resumed) == without_wall_time(straight)
-    assert len(set(recorded(straight))) == 4  # T moved every iteration
-
-
 @pytest.mark.parametrize("name", annealing_config.CONTROL)
 def test_the_options_of_the_automatic_temperature_need_a_target(name):
-    value = {"entropy_signal": "updated"}.get(name, 0.5)
     with pytest.raises(pa.UserError, match="give one, or drop"):
-        annealing_config.make_config("CartPole-v1", "grouped", **{name: value})
+        annealing_config.make_config("CartPole-v1", "grouped", **{name: 0.5})
 
 
 @pytest.mark.parametrize(
