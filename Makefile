@@ -33,10 +33,10 @@ lint: $(VENV)/.installed  ## ruff's lint rules and its formatter, as configured 
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-cartpole: $(VENV)/.installed  ## train grouped annealing on CartPole-v1 until solved
+cartpole: $(VENV)/.installed  ## grouped on CartPole-v1 to a confirmed solve (at most 100 iterations)
 	$(PY) policy_annealing.py --env CartPole-v1 --algo grouped --stop-when-solved
 
-lunar: $(VENV)/.installed  ## train the best algorithm on LunarLander-v3 until solved
+lunar: $(VENV)/.installed  ## LUNAR_ALGO (err) on LunarLander-v3 to a confirmed landing or its budget
 	$(PY) policy_annealing.py --env LunarLander-v3 --algo $(LUNAR_ALGO) --stop-when-solved
 
 # pg = --algo err at T = 0; every policy's exact KL is taken at the T of its column.
