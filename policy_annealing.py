@@ -16,7 +16,7 @@ actions (a Gaussian policy, see Agent).  Three ways to enforce it:
 
 Sections: 1 Boltzmann math, 2 losses, 3 the policy and the sampler, 4 updates, 5 training loop,
 6 API and CLI.  Beside it: annealing_config.py (options, defaults, schedules, parser), run_io.py
-(envs, the run's files and bookkeeping, signals), tree_env.py and bandit_env.py (exact checks).
+(envs, the run's files, bookkeeping, signals); tree_env, bandit_env, gridworld_env (exact checks).
 Tensors are laid out (num_groups, group_size, steps, ...); batch = num_groups * group_size.
 `mask` is True on real steps; steps past an episode's end are padding and may hold anything.
 """
@@ -40,6 +40,7 @@ from annealing_config import Config, check_config, config_of
 
 gym.register("Tree-v0", entry_point="tree_env:TreeEnv")  # imported only when made
 gym.register("QuadraticBandit-v0", entry_point="bandit_env:QuadraticBandit")
+gym.register("GridWorld-v0", entry_point="gridworld_env:GridWorld")
 
 
 # ==== 1. Boltzmann math ===========================================================================
@@ -593,9 +594,8 @@ def evaluate_iteration(agent: Agent, cfg: Config, run: run_io.Run, temperature: 
 
 
 def final_evaluation(agent: Agent, cfg: Config) -> dict:
-    """Mean and std of --final-eval-episodes fresh episodes, sampled and greedy, and the sampled
-    policy's entropy a step (greedy actions have none to report: a squashed Gaussian's formula at
-    its mean can exceed the box's maximum)."""
+    """Mean and std of --final-eval-episodes fresh episodes, sampled and greedy; the entropy a step
+    of the sampled policy only (a squashed Gaussian's at its mean can exceed the box's maximum)."""
     envs, result = run_io.make_envs(cfg, cfg.final_eval_episodes), {}
     for mode in ("sampled", "greedy"):
         returns, entropy = evaluate(agent, envs, cfg, 0, greedy=mode == "greedy")

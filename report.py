@@ -2,6 +2,7 @@
 
     python report.py report runs/bench/*/experiment.json -o bench/bench.md
     python report.py plot runs/bench/*/experiment.json -o bench/curves.png [--metric entropy]
+        [--max-env-steps N]
 
 Works on policy_annealing.py's runs and on bench/peer_sb3.py's, which write the same schema.
 Solved means confirmed (see policy_annealing.py): summary.solved_env_steps is the first
@@ -223,9 +224,10 @@ def mean_where_present(curves, grid):
     return mean, std
 
 
-def plot_curves(runs, output, metric="eval_return"):
+def plot_curves(runs, output, metric="eval_return", max_env_steps=None):
     """Learning curves against env steps: mean ± std across seeds of each (env, label), at
-    each x over the runs that reached it."""
+    each x over the runs that reached it; up to max_env_steps (a budget that the last batch of
+    some runs overshot: past it, the few that did would make the mean jump)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -251,7 +253,9 @@ def plot_curves(runs, output, metric="eval_return"):
             ]
             if not curves:
                 continue
-            grid = np.linspace(min(c[0, 0] for c in curves), max(c[-1, 0] for c in curves), 200)
+            end = max(c[-1, 0] for c in curves)
+            end = min(end, max_env_steps) if max_env_steps else end
+            grid = np.linspace(min(c[0, 0] for c in curves), end, 200)
             mean, std = mean_where_present(curves, grid)
             (line,) = ax.plot(grid, mean, label=f"{label} (n={len(curves)})")
             ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
@@ -282,6 +286,7 @@ def main(argv=None):
         default="eval_return",
         choices=["eval_return", "train_return", "entropy", "exact_kl"],
     )
+    parser.add_argument("--max-env-steps", type=int, help="plot: end the curves here")
     args = parser.parse_args(argv)
     try:
         runs = load_runs(args.files)
@@ -291,7 +296,7 @@ def main(argv=None):
     if args.command == "plot":
         output = Path(args.output or "runs/curves.png")
         output.parent.mkdir(parents=True, exist_ok=True)
-        plot_curves(runs, output, args.metric)
+        plot_curves(runs, output, args.metric, args.max_env_steps)
         print(f"wrote {output}")
     elif args.output:
         Path(args.output).write_text(report_table(runs))

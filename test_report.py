@@ -122,6 +122,21 @@ def test_curves_average_only_the_runs_that_reach_each_x(tmp_path, monkeypatch):
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
+def test_curves_end_at_the_budget_when_told(tmp_path, monkeypatch):
+    """--max-env-steps: a last batch past the budget is not drawn (one run alone would be)."""
+    plotted = []
+    real_plot = matplotlib.axes.Axes.plot
+
+    def recording(self, x, y, *args, **kwargs):
+        plotted.append(np.asarray(x))
+        return real_plot(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording)
+    runs = [experiment(0, returns=(0.0, 0.0)), experiment(1, returns=(100.0,) * 4)]
+    report.plot_curves(runs, tmp_path / "curves.png", max_env_steps=3000)
+    assert plotted[0].max() == 3000
+
+
 def test_plot_writes_under_runs_unless_told_where(capsys, tmp_path, monkeypatch):
     paths = write_runs(tmp_path, [experiment(0), experiment(1)])
     monkeypatch.chdir(tmp_path)
