@@ -21,13 +21,13 @@ test: $(VENV)/.installed  ## run every test (test_*.py; builds .venv first if ne
 	$(PYTEST) -n 2 --dist worksteal test_*.py  # worksteal: the long tests do not queue behind one worker
 
 test-fast: $(VENV)/.installed  ## tier 1: the math and property tests (no update, training run or subprocess)
-	$(PYTEST) -m "not slow" test_policy_annealing.py test_continuous.py test_temperature.py
+	$(PYTEST) -m "not slow" test_policy_annealing.py test_continuous.py test_temperature.py test_gridworld.py
 
 test-exact: $(VENV)/.installed  ## tier 2: training runs that must reach an exact law (the long tail)
 	$(PYTEST) -n 2 --dist worksteal -m exact test_*.py
 
-test-io: $(VENV)/.installed  ## tier 3: files, resume, signals, the command line, report.py, the package
-	$(PYTEST) -n 2 --dist worksteal test_run_io.py test_report.py test_packaging.py
+test-io: $(VENV)/.installed  ## tier 3: files, resume, signals, the command line, report.py, the package, bench/sweep.py
+	$(PYTEST) -n 2 --dist worksteal test_run_io.py test_report.py test_packaging.py test_sweep.py
 
 lint: $(VENV)/.installed  ## ruff's lint rules and its formatter, as configured in ruff.toml
 	$(VENV)/bin/ruff check .

@@ -147,6 +147,7 @@ def test_bad_grid_keywords_give_one_line_and_write_nothing(capsys, tmp_path, kwa
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.exact
 @pytest.mark.parametrize("algo, iterations", [("grouped", 40), ("value", 40), ("err", 150)])
 def test_training_reaches_the_exact_law_on_a_small_grid(tmp_path, algo, iterations):

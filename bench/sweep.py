@@ -1,0 +1,166 @@
+"""A grid of runs (env x algo x seed, the same extra options) as Ray tasks, one run each, then the
+report.  From the repository root:
+
+    python bench/sweep.py --env Hopper-v5 --algo err --seeds 2000-2004 [--address HOST:PORT]
+        [--out DIR] [--cpus-per-run 1] -- [policy_annealing options]
+
+Without --address, ray.init() starts a local Ray on this machine, one run per core; with it, the
+sweep joins that Ray cluster as it is (`ray start --head --port PORT` on one node, `ray start
+--address HEAD:PORT` on the others).  Every node must see this repository and --out at the same
+paths (a shared filesystem): each task runs `python policy_annealing.py ... --out DIR/<env>-<algo>
+-s<seed>` there, with this interpreter.  A run that fails is reported and does not stop the others.
+Running the same command again skips the finished runs (and those that failed with an error of
+their own, which a rerun repeats), resumes the interrupted ones (--resume), and starts the rest.
+Then `report.py report DIR/*/experiment.json -o DIR/report.md`.  Exit status: 0 if every run of
+the grid has finished, 1 if not, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import annealing_config  # noqa: E402
+import run_io  # noqa: E402
+
+FINISHED = {"solved", "iterations", "env-step budget", "time budget"}
+OWN = ("--env", "--algo", "--seed", "--out", "--resume", "--overwrite")  # the sweep sets these
+
+
+class Refusal(Exception):
+    """Bad input: one line on stderr, exit 2, nothing started."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise Refusal(f"{message} (see bench/sweep.py --help)")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'2000-2004' or '0,3,7' or a mix: '0-2,10'."""
+    seeds = []
+    for part in text.split(","):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        low, high = (int(match[1]), int(match[2] or match[1])) if match else (0, -1)
+        if high < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: pass seeds as 2000-2004 or 0,3,7")
+        seeds.extend(range(low, high + 1))
+    return seeds
+
+
+def run_state(run_dir: Path) -> str:
+    """What a run directory holds: 'new', 'finished', 'failed' (an error of the run's own, as a
+    non-finite loss: a rerun repeats it) or 'interrupted' (iterations kept: resume it)."""
+    try:
+        record = json.loads((run_dir / "experiment.json").read_text())
+    except (OSError, ValueError):
+        return "new"
+    summary = record.get("summary") or {}
+    stopped_by = summary.get("stopped_by")
+    if stopped_by in FINISHED:
+        return "finished"
+    if stopped_by == "error":
+        return "failed"
+    kept = record.get("history") and (run_dir / "checkpoint.pt").is_file()
+    return "interrupted" if kept else "new"  # killed mid-write, or before a first iteration
+
+
+def run_dir_of(out: Path, run: dict) -> Path:
+    return out / f"{run['env'].replace(':', '-')}-{run['algo']}-s{run['seed']}"
+
+
+def command(run: dict, out: Path, extra: list[str]) -> list[str] | None:
+    """The command line for one run of the grid, or None if it has nothing left to do."""
+    run_dir = run_dir_of(out, run)
+    state = run_state(run_dir)
+    if state in ("finished", "failed"):
+        return None
+    if state == "interrupted":
+        return [sys.executable, "policy_annealing.py", "--resume", str(run_dir), "--quiet"]
+    grid_cell = ["--env", run["env"], "--algo", run["algo"], "--seed", str(run["seed"])]
+    own = ["--out", str(run_dir), "--overwrite", "--quiet"]
+    return [sys.executable, "policy_annealing.py", *grid_cell, *extra, *own]
+
+
+def check_options(envs: list[str], algos: list[str], extra: list[str]) -> None:
+    """Every (env, algo) of the grid with the extra options, checked as policy_annealing.py
+    would check them, before any run starts."""
+    for option in OWN:
+        if any(arg == option or arg.startswith(option + "=") for arg in extra):
+            raise Refusal(f"{option} is the sweep's to set; drop it after --")
+    for env in envs:
+        for algo in algos:
+            try:
+                cfg = annealing_config.parse_command_line(["--env", env, "--algo", algo, *extra])
+                run_io.check_env(cfg)
+            except run_io.UserError as error:
+                raise Refusal(f"--env {env} --algo {algo} -- {' '.join(extra)}: {error}") from None
+
+
+def run_task(argv: list[str]) -> tuple[int, str]:
+    """One run, in its own process (its own torch threads): exit status, stderr's last line."""
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    return result.returncode, lines[-1] if lines else ""
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ours, extra = (
+        (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    )
+    parser = OneLineParser(prog="bench/sweep.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", nargs="+", required=True, help="gymnasium ids")
+    parser.add_argument("--algo", nargs="+", required=True, choices=("grouped", "value", "err"))
+    parser.add_argument("--seeds", type=parse_seeds, required=True, help="2000-2004 or 0,3,7")
+    parser.add_argument("--address", help="join this Ray cluster (HOST:PORT); default: a local Ray")
+    parser.add_argument("--out", default="runs/sweep", help="one run directory per run, here")
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray CPUs a run takes")
+    try:
+        args = parser.parse_args(ours)
+        check_options(args.env, args.algo, extra)
+    except Refusal as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    grid = [dict(env=e, algo=a, seed=s) for e in args.env for a in args.algo for s in args.seeds]
+    todo = {f"{r['env']} {r['algo']} seed {r['seed']}": command(r, out, extra) for r in grid}
+    todo = {name: cmd for name, cmd in todo.items() if cmd is not None}
+    print(f"{len(grid)} runs in {out}: {len(grid) - len(todo)} done already, {len(todo)} to run")
+    failures = 0
+    if todo:
+        import ray
+
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+        task = ray.remote(num_cpus=args.cpus_per_run)(run_task)
+        pending = {task.remote(cmd): name for name, cmd in todo.items()}
+        while pending:
+            (ready,), _ = ray.wait(list(pending))
+            name = pending.pop(ready)
+            try:
+                status, last_line = ray.get(ready)
+            except Exception as error:  # the task itself died (a node lost): report, go on
+                status, last_line = -1, f"{type(error).__name__}: {error}"
+            failures += status != 0
+            print(f"{name}: {'done' if status == 0 else f'FAILED ({status}): {last_line}'}")
+        ray.shutdown()
+    out.mkdir(parents=True, exist_ok=True)
+    states = [run_state(run_dir_of(out, r)) for r in grid]
+    files = sorted(str(p) for p in out.glob("*/experiment.json"))
+    if files:
+        report = [sys.executable, "report.py", "report", *files, "-o", str(out / "report.md")]
+        subprocess.run(report, cwd=ROOT, check=False)
+        print(f"report: {out / 'report.md'}")
+    unfinished = sum(state != "finished" for state in states)
+    print(f"{len(grid) - unfinished} of {len(grid)} runs finished")
+    return 1 if unfinished or failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

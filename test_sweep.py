@@ -1,0 +1,129 @@
+"""bench/sweep.py: a grid of runs as Ray tasks, through a real local Ray cluster's address; what a
+rerun skips, resumes and starts; bad input in one line."""
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "bench"))
+import sweep  # noqa: E402
+
+TINY = [
+    "--iterations",
+    "2",
+    "--num-groups",
+    "2",
+    "--group-size",
+    "2",
+    "--optim-steps",
+    "1",
+    "--eval-episodes",
+    "2",
+    "--final-eval-episodes",
+    "2",
+    "--confirm-episodes",
+    "2",
+]
+
+
+def write_run(run_dir: Path, summary: dict | None, history=(), checkpoint=True):
+    run_dir.mkdir(parents=True)
+    record = {"config": {}, "history": list(history), "summary": summary}
+    (run_dir / "experiment.json").write_text(json.dumps(record))
+    if checkpoint:
+        (run_dir / "checkpoint.pt").write_bytes(b"")
+
+
+def test_seeds_parse_as_ranges_and_lists():
+    assert sweep.parse_seeds("2000-2004") == [2000, 2001, 2002, 2003, 2004]
+    assert sweep.parse_seeds("0,3,7-8") == [0, 3, 7, 8]
+    for bad in ("x", "5-3", "1-", "-2"):
+        with pytest.raises(Exception, match="2000-2004"):
+            sweep.parse_seeds(bad)
+
+
+def test_a_rerun_skips_finished_and_failed_runs_resumes_interrupted_ones_starts_the_rest(tmp_path):
+    runs = {s: dict(env="CartPole-v1", algo="grouped", seed=s) for s in range(6)}
+    dirs = {s: sweep.run_dir_of(tmp_path, run) for s, run in runs.items()}
+    write_run(dirs[0], {"stopped_by": "iterations"})
+    write_run(dirs[1], {"stopped_by": "error", "error": "nan loss at iteration 3"})
+    write_run(dirs[2], {"stopped_by": "interrupted"}, history=[{"iteration": 1}])
+    write_run(dirs[3], None, history=[{"iteration": 1}])  # killed: no summary, iterations kept
+    write_run(dirs[4], {"stopped_by": "interrupted"}, history=[], checkpoint=False)  # nothing kept
+    states = [sweep.run_state(dirs[s]) for s in range(6)]
+    assert states == ["finished", "failed", "interrupted", "interrupted", "new", "new"]
+    commands = {s: sweep.command(run, tmp_path, ["--lr", "0.01"]) for s, run in runs.items()}
+    assert commands[0] is None and commands[1] is None
+    assert commands[2][1:] == ["policy_annealing.py", "--resume", str(dirs[2]), "--quiet"]
+    assert commands[3][2:4] == ["--resume", str(dirs[3])]
+    fresh = commands[5][1:]
+    assert fresh[:7] == ["policy_annealing.py", "--env", "CartPole-v1", "--algo", "grouped",
+                         "--seed", "5"]  # fmt: skip
+    assert ["--lr", "0.01"] == fresh[7:9] and "--overwrite" in fresh and str(dirs[5]) in fresh
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["--env", "CartPole-v1", "--algo", "grouped", "--seeds", "3-1"], "2000-2004"),
+        (["--env", "CartPole-v1", "--algo", "ppo", "--seeds", "0"], "invalid choice"),
+        (["--env", "CartPole-v1", "--algo", "grouped", "--seeds", "0", "--", "--seed", "3"],
+         "--seed is the sweep's to set"),
+        (["--env", "CartPole-v1", "--algo", "err", "--seeds", "0", "--", "--lr", "-1"], "--lr"),
+        (["--env", "NoSuchEnv-v0", "--algo", "err", "--seeds", "0"], "unknown env"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_starts_nothing(capsys, tmp_path, argv, expect):
+    split = argv.index("--") if "--" in argv else len(argv)  # --out goes before the run options
+    assert sweep.main([*argv[:split], "--out", str(tmp_path / "sweep"), *argv[split:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and expect in err, err
+    assert not (tmp_path / "sweep").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_grid_runs_through_a_real_ray_cluster_and_a_rerun_skips_it(tmp_path):
+    ray = str(Path(sys.executable).parent / "ray")
+    port, out = free_port(), tmp_path / "sweep"
+    start = [
+        ray,
+        "start",
+        "--head",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num-cpus",
+        "2",
+        "--include-dashboard",
+        "false",
+        "--disable-usage-stats",
+    ]
+    subprocess.run(start, check=True, capture_output=True, timeout=120)
+    try:
+        argv = [sys.executable, "bench/sweep.py", "--env", "CartPole-v1", "--algo", "grouped",
+                "err", "--seeds", "0-1", "--address", f"127.0.0.1:{port}", "--out", str(out),
+                "--", *TINY]  # fmt: skip
+        first = subprocess.run(argv, cwd=HERE, capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stdout + first.stderr
+        records = [json.loads(p.read_text()) for p in sorted(out.glob("*/experiment.json"))]
+        assert len(records) == 4
+        cells = {(r["config"]["algo"], r["config"]["seed"]) for r in records}
+        assert cells == {(a, s) for a in ("grouped", "err") for s in (0, 1)}
+        assert all(r["summary"]["stopped_by"] == "iterations" for r in records)
+        assert (out / "report.md").is_file() and "4 of 4 runs finished" in first.stdout
+        again = subprocess.run(argv, cwd=HERE, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "4 done already, 0 to run" in again.stdout, again.stdout
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
