@@ -4,6 +4,7 @@ The grid of seed 004 (maximum-entropy policy gradients): a +1000 goal at row 0, 
 -1, -10 and -100 around it, the start at row 5, column 0.  Actions 0 stay, 1 up, 2 down, 3 left,
 4 right; a move into the border stays.  A step's reward is the value of the cell entered, and the
 episode terminates after `horizon` steps: the horizon is part of the task, so nothing bootstraps.
+Seed 004 numbers its moves otherwise (3 right, 4 left) and pays the cell occupied before a move.
 `reward_scale` multiplies the grid: at T of a few units the seed's +1000 makes the law a point mass
 (and a goal that no policy finds by chance, see docs/experiments.md); / 100 at T 2 it is not.
 
@@ -33,12 +34,16 @@ SEED_004_GRID = [
 ]
 MOVES = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))  # stay, up, down, left, right: (row, col)
 MAX_OBSERVATION = 100_000  # rows * cols * horizon: the one-hot observation's length
+MAX_CELLS = 1_000  # exact_trajectory_kl holds a (cells, observation) matrix: 400 MB at most
 
 
 class GridWorld(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, grid=None, start=(5, 0), horizon=12, reward_scale=1.0, render_mode=None):
+        is_int = lambda value: isinstance(value, int) and not isinstance(value, bool)  # noqa: E731
+        if not (isinstance(reward_scale, int | float) and np.isfinite(reward_scale)):
+            raise TypeError(f"reward_scale: a finite number, not {reward_scale!r}")
         try:  # a bad keyword's value is a TypeError: gym.make's, and run_io's one line
             grid = np.asarray(SEED_004_GRID if grid is None else grid, dtype=np.float64)
             self.grid = grid * float(reward_scale)
@@ -47,13 +52,17 @@ class GridWorld(gym.Env):
         if self.grid.ndim != 2 or self.grid.size == 0 or not np.isfinite(self.grid).all():
             raise TypeError("grid: a rectangular list of rows of finite rewards")
         rows, cols = self.grid.shape
-        if not (isinstance(horizon, int) and horizon >= 1):
+        if not (is_int(horizon) and horizon >= 1):
             raise TypeError(f"horizon: a positive integer, not {horizon!r}")
-        inside = lambda rc: len(rc) == 2 and 0 <= rc[0] < rows and 0 <= rc[1] < cols  # noqa: E731
-        if not (isinstance(start, list | tuple) and inside(start)):
+        inside = lambda rc: 0 <= rc[0] < rows and 0 <= rc[1] < cols  # noqa: E731
+        is_cell = isinstance(start, list | tuple) and len(start) == 2 and all(map(is_int, start))
+        if not (is_cell and inside(start)):
             raise TypeError(f"start: [row, col] inside the {rows}x{cols} grid, not {start!r}")
-        if rows * cols * horizon > MAX_OBSERVATION:
-            raise TypeError(f"rows * cols * horizon: at most {MAX_OBSERVATION} (the observation)")
+        if rows * cols * horizon > MAX_OBSERVATION or rows * cols > MAX_CELLS:
+            raise TypeError(
+                f"rows * cols * horizon: at most {MAX_OBSERVATION} (the observation), "
+                f"rows * cols at most {MAX_CELLS} (the exact KL's cells x observation)"
+            )
         self.start, self.horizon = (int(start[0]), int(start[1])), horizon
         self.num_cells = rows * cols
         # next_cell[cell, action] and reward[cell, action] = the value of the cell entered

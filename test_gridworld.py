@@ -5,6 +5,7 @@ exact KL against the KL summed over those sequences, the env's moves, border, re
 horizon against the spec, and the training loop against the law on a small grid."""
 
 import itertools
+import json
 
 import gymnasium as gym
 import numpy as np
@@ -135,6 +136,14 @@ def test_the_default_is_the_seed_grid_and_start():
         ('{"start": [6, 0]}', "start: [row, col] inside the 6x6 grid"),
         ('{"start": 5}', "start: [row, col] inside the 6x6 grid"),
         ('{"horizon": 0}', "horizon: a positive integer"),
+        ('{"horizon": true}', "horizon: a positive integer"),
+        ('{"start": [0.7, 0]}', "start: [row, col] inside the 6x6 grid"),
+        ('{"start": ["a", "b"]}', "start: [row, col] inside the 6x6 grid"),
+        ('{"reward_scale": "x"}', "reward_scale: a finite number"),
+        (
+            json.dumps({"grid": [[0] * 40] * 30, "horizon": 1, "start": [0, 0]}),
+            "rows * cols at most",
+        ),
         ('{"horizon": 100000}', "rows * cols * horizon"),
         ('{"gird": [[1]]}', "takes no keyword 'gird'"),
     ],

@@ -2,6 +2,7 @@
 rerun skips, resumes and starts; bad input in one line."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def write_run(run_dir: Path, summary: dict | None, history=(), checkpoint=True):
 def test_seeds_parse_as_ranges_and_lists():
     assert sweep.parse_seeds("2000-2004") == [2000, 2001, 2002, 2003, 2004]
     assert sweep.parse_seeds("0,3,7-8") == [0, 3, 7, 8]
+    assert sweep.parse_seeds("0,0-1") == [0, 1]  # one run per seed
     for bad in ("x", "5-3", "1-", "-2"):
         with pytest.raises(Exception, match="2000-2004"):
             sweep.parse_seeds(bad)
@@ -110,12 +112,15 @@ def test_a_grid_runs_through_a_real_ray_cluster_and_a_rerun_skips_it(tmp_path):
         "false",
         "--disable-usage-stats",
     ]
-    subprocess.run(start, check=True, capture_output=True, timeout=120)
+    # Ray 2.60 turns token authentication on for a new cluster; a token left in ~/.ray by another
+    # Ray (a local ray.init) then makes the two disagree. The test cluster runs without it.
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    subprocess.run(start, check=True, capture_output=True, timeout=120, env=env)
     try:
         argv = [sys.executable, "bench/sweep.py", "--env", "CartPole-v1", "--algo", "grouped",
                 "err", "--seeds", "0-1", "--address", f"127.0.0.1:{port}", "--out", str(out),
                 "--", *TINY]  # fmt: skip
-        first = subprocess.run(argv, cwd=HERE, capture_output=True, text=True, timeout=300)
+        first = subprocess.run(argv, cwd=HERE, capture_output=True, text=True, timeout=300, env=env)
         assert first.returncode == 0, first.stdout + first.stderr
         records = [json.loads(p.read_text()) for p in sorted(out.glob("*/experiment.json"))]
         assert len(records) == 4
@@ -123,7 +128,24 @@ def test_a_grid_runs_through_a_real_ray_cluster_and_a_rerun_skips_it(tmp_path):
         assert cells == {(a, s) for a in ("grouped", "err") for s in (0, 1)}
         assert all(r["summary"]["stopped_by"] == "iterations" for r in records)
         assert (out / "report.md").is_file() and "4 of 4 runs finished" in first.stdout
-        again = subprocess.run(argv, cwd=HERE, capture_output=True, text=True, timeout=300)
+        again = subprocess.run(argv, cwd=HERE, capture_output=True, text=True, timeout=300, env=env)
         assert again.returncode == 0 and "4 done already, 0 to run" in again.stdout, again.stdout
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def test_the_projects_own_envs_are_known_to_the_sweep():
+    sweep.check_options(["GridWorld-v0", "Tree-v0", "QuadraticBandit-v0"], ["err"], [])
+
+
+def test_a_rerun_with_other_options_into_the_same_out_is_refused(capsys, tmp_path):
+    """The run directories are named by env, algo and seed only: other options would find the
+    first sweep's runs "done already" and report them as theirs."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"options": ["--lr", "0.01"]}))
+    argv = ["--env", "CartPole-v1", "--algo", "err", "--seeds", "0", "--out", str(out)]
+    assert sweep.main([*argv, "--", "--lr", "0.02"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was swept with -- --lr 0.01; pass those, or a new --out" in err and "\n" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]

@@ -4,11 +4,11 @@
 
 Seed 004 trains a softmax policy by REINFORCE on the reward-to-go of r + alpha log pi: the sign
 rewards a *low* entropy. ERR (the write-up's) uses r - T log pi, whose stationary point is the
-Boltzmann law. Both run here as the seed's loop does (no baseline, its 10 trajectories a batch, 500
-iterations, Adam; a last row adds a baseline), on a table of logits over (steps left, cell): the
-seed's linear policy on the one-hot observation. The seed's random-action mixing is left out (it is
-not corrected for, so it would change the law followed). The grid is the seed's, rewards / 100,
-horizon 10: the law at T = 2 is not a point mass, and every algorithm of the project reaches it
+Boltzmann law. Both run in the seed's loop (no baseline, its 10 trajectories a batch, 500
+iterations, Adam; a last row adds a baseline), adapted: a table of logits over (steps left, cell),
+the reward of the cell entered, no discount on a horizon of 10, no random-action mixing
+(uncorrected, it changes the law); docs/experiments.md lists every difference. The seed's grid,
+rewards / 100: the law at T = 2 is not a point mass, and every algorithm of the project reaches it
 (README, Exactness). Reported: the exact KL to the law at T = alpha, and the entropy a step."""
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import annealing_config  # noqa: E402
+import policy_annealing  # noqa: E402, F401  (registers Tree-v0, GridWorld-v0, QuadraticBandit-v0)
 import run_io  # noqa: E402
 
 FINISHED = {"solved", "iterations", "env-step budget", "time budget"}
@@ -50,7 +51,7 @@ def parse_seeds(text: str) -> list[int]:
         low, high = (int(match[1]), int(match[2] or match[1])) if match else (0, -1)
         if high < low:
             raise argparse.ArgumentTypeError(f"{text!r}: pass seeds as 2000-2004 or 0,3,7")
-        seeds.extend(range(low, high + 1))
+        seeds.extend(seed for seed in range(low, high + 1) if seed not in seeds)
     return seeds
 
 
@@ -103,11 +104,51 @@ def check_options(envs: list[str], algos: list[str], extra: list[str]) -> None:
                 raise Refusal(f"--env {env} --algo {algo} -- {' '.join(extra)}: {error}") from None
 
 
+def refuse_other_options(out: Path, extra: list[str]) -> None:
+    """A run directory's name holds env, algo and seed, not the options after --: one --out holds
+    one set of them (kept in DIR/sweep.json), or a rerun would count other options' runs as done."""
+    record = out / "sweep.json"
+    if record.is_file():
+        before = json.loads(record.read_text())["options"]
+        if before != extra:
+            raise Refusal(f"{out} was swept with -- {' '.join(before)}; pass those, or a new --out")
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: pass a number > 0")
+    return value
+
+
 def run_task(argv: list[str]) -> tuple[int, str]:
     """One run, in its own process (its own torch threads): exit status, stderr's last line."""
     result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     lines = result.stderr.strip().splitlines()
     return result.returncode, lines[-1] if lines else ""
+
+
+def run_grid(todo: dict, args) -> int:
+    """The runs of `todo` as Ray tasks, each reported as it ends; how many failed."""
+    failures = 0
+    if not todo:
+        return 0
+    import ray
+
+    ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=args.cpus_per_run)(run_task)
+    pending = {task.remote(cmd): name for name, cmd in todo.items()}
+    while pending:
+        (ready,), _ = ray.wait(list(pending))
+        name = pending.pop(ready)
+        try:
+            status, last_line = ray.get(ready)
+        except Exception as error:  # the task itself died (a node lost): report, go on
+            status, last_line = -1, f"{type(error).__name__}: {error}"
+        failures += status != 0
+        print(f"{name}: {'done' if status == 0 else f'FAILED ({status}): {last_line}'}")
+    ray.shutdown()
+    return failures
 
 
 def main(argv=None) -> int:
@@ -121,36 +162,26 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=parse_seeds, required=True, help="2000-2004 or 0,3,7")
     parser.add_argument("--address", help="join this Ray cluster (HOST:PORT); default: a local Ray")
     parser.add_argument("--out", default="runs/sweep", help="one run directory per run, here")
-    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray CPUs a run takes")
+    parser.add_argument("--cpus-per-run", type=positive, default=1.0, help="Ray CPUs a run takes")
     try:
         args = parser.parse_args(ours)
         check_options(args.env, args.algo, extra)
+        out = Path(args.out).resolve()
+        refuse_other_options(out, extra)
     except Refusal as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps({"options": extra}) + "\n")
     grid = [dict(env=e, algo=a, seed=s) for e in args.env for a in args.algo for s in args.seeds]
     todo = {f"{r['env']} {r['algo']} seed {r['seed']}": command(r, out, extra) for r in grid}
     todo = {name: cmd for name, cmd in todo.items() if cmd is not None}
     print(f"{len(grid)} runs in {out}: {len(grid) - len(todo)} done already, {len(todo)} to run")
-    failures = 0
-    if todo:
-        import ray
-
-        ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
-        task = ray.remote(num_cpus=args.cpus_per_run)(run_task)
-        pending = {task.remote(cmd): name for name, cmd in todo.items()}
-        while pending:
-            (ready,), _ = ray.wait(list(pending))
-            name = pending.pop(ready)
-            try:
-                status, last_line = ray.get(ready)
-            except Exception as error:  # the task itself died (a node lost): report, go on
-                status, last_line = -1, f"{type(error).__name__}: {error}"
-            failures += status != 0
-            print(f"{name}: {'done' if status == 0 else f'FAILED ({status}): {last_line}'}")
-        ray.shutdown()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        failures = run_grid(todo, args)
+    except KeyboardInterrupt:  # Ray stops the runs; each keeps its finished iterations
+        print(f"interrupted: rerun the same command to resume the runs in {out}", file=sys.stderr)
+        return 130
     states = [run_state(run_dir_of(out, r)) for r in grid]
     files = sorted(str(p) for p in out.glob("*/experiment.json"))
     if files:
