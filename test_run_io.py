@@ -21,7 +21,15 @@ import annealing_config
 import policy_annealing as pa
 import run_io
 import testing_helpers
-from testing_helpers import SMOKE, config, parsed_config, train, validate_model, without_wall_time
+from testing_helpers import (
+    SMOKE,
+    SMOKE_ARGS,
+    config,
+    parsed_config,
+    train,
+    validate_model,
+    without_wall_time,
+)
 
 HERE = Path(__file__).parent
 
@@ -41,12 +49,6 @@ class HalfBoundedActions(GridActions):
 
 gym.register("GridActions-v0", entry_point=GridActions)
 gym.register("HalfBoundedActions-v0", entry_point=HalfBoundedActions)
-
-
-SMOKE_ARGS = (
-    "--iterations 1 --num-groups 2 --group-size 2 --optim-steps 1 --eval-episodes 2 --quiet"
-)
-SMOKE_ARGS = SMOKE_ARGS.split() + ["--final-eval-episodes", "2", "--confirm-episodes", "2"]
 
 
 def run_main(capsys, *argv):

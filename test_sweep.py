@@ -14,22 +14,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "bench"))
 import sweep  # noqa: E402
 
-TINY = [
-    "--iterations",
-    "2",
-    "--num-groups",
-    "2",
-    "--group-size",
-    "2",
-    "--optim-steps",
-    "1",
-    "--eval-episodes",
-    "2",
-    "--final-eval-episodes",
-    "2",
-    "--confirm-episodes",
-    "2",
-]
+from testing_helpers import SMOKE_ARGS  # noqa: E402
 
 
 def write_run(run_dir: Path, summary: dict | None, history=(), checkpoint=True):
@@ -119,7 +104,7 @@ def test_a_grid_runs_through_a_real_ray_cluster_and_a_rerun_skips_it(tmp_path):
     try:
         argv = [sys.executable, "bench/sweep.py", "--env", "CartPole-v1", "--algo", "grouped",
                 "err", "--seeds", "0-1", "--address", f"127.0.0.1:{port}", "--out", str(out),
-                "--", *TINY]  # fmt: skip
+                "--", *SMOKE_ARGS]  # fmt: skip
         first = subprocess.run(argv, cwd=HERE, capture_output=True, text=True, timeout=300, env=env)
         assert first.returncode == 0, first.stdout + first.stderr
         records = [json.loads(p.read_text()) for p in sorted(out.glob("*/experiment.json"))]

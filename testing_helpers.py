@@ -32,6 +32,9 @@ def without_wall_time(history):
 
 
 SMOKE = dict(iterations=2, num_groups=2, group_size=2, optim_steps=3, eval_every=1)
+SMOKE_ARGS = (  # the smallest run on the command line
+    "--iterations 1 --num-groups 2 --group-size 2 --optim-steps 1 --eval-episodes 2 --quiet"
+).split() + ["--final-eval-episodes", "2", "--confirm-episodes", "2"]
 SCHEDULED = dict(SMOKE, temp_start=0.8, temp_end=0.1, lr_decay=True)  # T and lr both move
 
 
