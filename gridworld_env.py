@@ -113,22 +113,36 @@ class GridWorld(gym.Env):
         return self.start[0] * self.grid.shape[1] + self.start[1]
 
     @torch.no_grad()
-    def exact_trajectory_kl(self, agent, temperature: float) -> float:
-        """KL(p_policy(tau) || p_Boltzmann(tau)) = E_policy sum_k log pi_k(a|s) / pi*_k(a|s),
-        exact: forward over the agent's own distribution of cells, steps left H down to 1."""
-        law = self.soft_value_iteration(temperature)[1]  # (horizon, num_cells, 5)
-        occupancy = torch.zeros(self.num_cells, dtype=torch.float64)  # over cells, steps left H
-        occupancy[self.start_cell()] = 1.0
-        next_cell = torch.as_tensor(self.next_cell)
-        kl = 0.0
-        for steps_left in range(self.horizon, 0, -1):
+    def log_policy_of(self, agent) -> torch.Tensor:
+        """The agent's log pi_k(a|s) at every (steps left k, cell), as soft_value_iteration lays
+        out the law's: (horizon, num_cells, 5), float64, index k - 1."""
+        rows = []
+        for steps_left in range(1, self.horizon + 1):
             obs = torch.zeros(self.num_cells, self.observation_space.shape[0])
             offset = (steps_left - 1) * self.num_cells
             obs[:, offset : offset + self.num_cells] = torch.eye(self.num_cells)
-            log_pi = agent.head.log_probs(agent.policy_outputs(obs)).double()  # (num_cells, 5)
-            step_kl = (log_pi.exp() * (log_pi - law[steps_left - 1])).sum(-1)  # (num_cells,)
-            kl += float(occupancy @ step_kl)
+            rows.append(agent.head.log_probs(agent.policy_outputs(obs)).double())
+        return torch.stack(rows)
+
+    def expected_sum(self, log_policy: torch.Tensor, step_values: torch.Tensor) -> float:
+        """E sum_k step_values[k - 1, s_k] over the trajectories of log_policy (horizon, num_cells,
+        5) from the start, exact: forward over its distribution of cells, steps left H down to 1.
+        step_values: (horizon, num_cells)."""
+        occupancy = torch.zeros(self.num_cells, dtype=torch.float64)
+        occupancy[self.start_cell()] = 1.0
+        next_cell, total = torch.as_tensor(self.next_cell).flatten(), 0.0
+        for steps_left in range(self.horizon, 0, -1):
+            total += float(occupancy @ step_values[steps_left - 1])
             moved = torch.zeros_like(occupancy)  # the occupancy after this step
-            moved.index_add_(0, next_cell.flatten(), (occupancy[:, None] * log_pi.exp()).flatten())
+            moved.index_add_(
+                0, next_cell, (occupancy[:, None] * log_policy[steps_left - 1].exp()).flatten()
+            )
             occupancy = moved
-        return kl
+        return total
+
+    def exact_trajectory_kl(self, agent, temperature: float) -> float:
+        """KL(p_policy(tau) || p_Boltzmann(tau)) = E_policy sum_k log pi_k(a|s) / pi*_k(a|s), exact
+        (expected_sum over the agent's own distribution of cells)."""
+        law = self.soft_value_iteration(temperature)[1]  # (horizon, num_cells, 5)
+        log_pi = self.log_policy_of(agent)
+        return self.expected_sum(log_pi, (log_pi.exp() * (log_pi - law)).sum(-1))

@@ -92,8 +92,8 @@ def main(argv=None):
     parser.add_argument("-o", "--output", help="also write the table here")
     args = parser.parse_args(argv)
     env, alpha = GridWorld(reward_scale=0.01, horizon=10), args.temperature
-    values, log_policy = env.soft_value_iteration(alpha)
-    law_entropy = law_entropy_per_step(env, log_policy)
+    law = env.soft_value_iteration(alpha)[1]
+    law_entropy = env.expected_sum(law, -(law.exp() * law).sum(-1)) / env.horizon
     lines = [
         f"GridWorld-v0, seed 004's grid / 100, horizon 10, alpha = T = {alpha}, seeds {args.seeds};"
         f" the law's entropy a step {law_entropy:.3f} nats",
@@ -110,21 +110,6 @@ def main(argv=None):
     print(text, end="")
     if args.output:
         Path(args.output).write_text(text)
-
-
-def law_entropy_per_step(env, log_policy):
-    """The law's own entropy a step: forward over its distribution of cells."""
-    occupancy = torch.zeros(env.num_cells, dtype=torch.float64)
-    occupancy[env.start_cell()] = 1.0
-    total = 0.0
-    for steps_left in range(env.horizon, 0, -1):
-        log_pi = log_policy[steps_left - 1]
-        total += float(occupancy @ -(log_pi.exp() * log_pi).sum(-1))
-        moved = torch.zeros_like(occupancy)
-        moved.index_add_(0, torch.as_tensor(env.next_cell).flatten(),
-                         (occupancy[:, None] * log_pi.exp()).flatten())  # fmt: skip
-        occupancy = moved
-    return total / env.horizon
 
 
 if __name__ == "__main__":
