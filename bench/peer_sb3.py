@@ -6,27 +6,29 @@ with policy_annealing.py's protocol and written in its experiment.json schema, s
     .venv-peer/bin/python bench/peer_sb3.py --algo sac --env Pendulum-v1 --seed 1000 \\
         --max-minutes 30 --out DIR
 
-PPO: CartPole-v1, LunarLander-v3, Pendulum-v1, MountainCarContinuous-v0, LunarLanderContinuous-v3.
-SAC: Pendulum-v1, MountainCarContinuous-v0, LunarLanderContinuous-v3.
+PPO: CartPole-v1, LunarLander-v3, Pendulum-v1, MountainCarContinuous-v0, LunarLanderContinuous-v3,
+Hopper-v5, HalfCheetah-v5. SAC: Pendulum-v1, MountainCarContinuous-v0, LunarLanderContinuous-v3,
+Hopper-v5, HalfCheetah-v5 (the zoo's MuJoCo SAC: SB3's defaults, learning_starts 10000).
 
-Protocol (the same as ours): 32 sampled-action episodes on fresh seeds in [2^31, 2^32) after
-every PPO update, and for SAC every --eval-every env steps (default 1000 on Pendulum-v1, 5000 on
+Protocol (the same as ours): 32 sampled-action episodes on fresh seeds in [2^31, 2^32) after every
+PPO update, and for SAC every --eval-every env steps (default 1000 on Pendulum-v1, 5000 on
 MountainCarContinuous-v0 and LunarLanderContinuous-v3: at the first point between two rollouts at
-or past each multiple, i.e. after the gradient steps that follow it). PPO on
-MountainCarContinuous-v0 is the exception: it updates every 8 env steps, so by default it too is
-evaluated every 1000 env steps (--eval-every 0: after every update). A mean at or
-above the env's reward_threshold (Pendulum-v1, which has none: -200, run_io.THRESHOLDS') is
-confirmed on 100 more fresh episodes, and a confirmed crossing solves the run and stops it (with
---keep-going, training and evaluations go on to the budget, for `report.stays_solved`). Training
-seconds count sampling and updates only. At the end, 100 episodes sampled and 100 greedy on the
-same seeds. Evaluation draws nothing from the global RNGs, so it never changes training.
-Sampled actions are SB3's deterministic=False actions drawn with the evaluation's own generator:
-a categorical draw; a Gaussian draw clipped to the action bounds (PPO); tanh of a Gaussian draw,
-rescaled to the bounds (SAC). With gSDE each episode has its own noise matrix, redrawn every
-sde_sample_freq steps, else (as training redraws it once a rollout) every PPO n_steps or SAC
-train_freq steps. Greedy: the mean (PPO, clipped), tanh of the mean (SAC), the argmax (discrete).
-Where the zoo sets `normalize` (VecNormalize), evaluation sees observations normalised by the
-training statistics of that moment, frozen, and returns are the env's raw rewards.
+or past each multiple, i.e. after the gradient steps that follow it). Exceptions: PPO on
+MountainCarContinuous-v0 updates every 8 env steps, so by default it too is evaluated every 1000
+env steps; on MuJoCo both algorithms are evaluated every 100,000 env steps (episodes of up to 1,000
+steps). --eval-every 0: after every update. A mean at or above the env's reward_threshold
+(Pendulum-v1, which has none: -200, run_io.THRESHOLDS') is confirmed on 100 more fresh episodes,
+and a confirmed crossing solves the run and stops it (with --keep-going, training and evaluations
+go on to the budget, for `report.stays_solved`). Training seconds count sampling and updates only.
+At the end, 100 episodes sampled and 100 greedy on the same seeds. Evaluation draws nothing from
+the global RNGs, so it never changes training. Sampled actions are SB3's deterministic=False
+actions drawn with the evaluation's own generator: a categorical draw; a Gaussian draw clipped to
+the action bounds (PPO); tanh of a Gaussian draw, rescaled to the bounds (SAC). With gSDE each
+episode has its own noise matrix, redrawn every sde_sample_freq steps, else (as training redraws it
+once a rollout) every PPO n_steps or SAC train_freq steps. Greedy: the mean (PPO, clipped), tanh of
+the mean (SAC), the argmax (discrete). Where the zoo sets `normalize` (VecNormalize), evaluation
+sees observations normalised by the training statistics of that moment, frozen, and returns are the
+env's raw rewards.
 
 Budget: the zoo's n_timesteps, unless --max-env-steps and/or --max-minutes (training time) are
 given; a run stops at the first budget spent. The zoo's `lin_X` schedules (SimpleLinearSchedule,
@@ -68,7 +70,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from stable_baselines3.common.vec_env import VecNormalize
 
-# Verbatim from hyperparams/ppo.yml and sac.yml (the zoo's -v3 LunarLanders = its former -v2).
+# Verbatim from hyperparams/ppo.yml and sac.yml (the zoo's -v3 LunarLanders = its former -v2; its
+# MuJoCo entries are for -v4 envs, run here on -v5: the same bodies and rewards, MuJoCo 4's engine).
 ZOO = {
     "ppo": {
         "CartPole-v1": dict(  # Tuned
@@ -138,6 +141,42 @@ ZOO = {
             n_epochs=4,
             ent_coef=0.01,
         ),
+        "Hopper-v5": dict(  # the zoo's Hopper-v4
+            normalize=True,
+            n_envs=1,
+            policy="MlpPolicy",
+            n_timesteps=1_000_000,
+            batch_size=32,
+            n_steps=512,
+            gamma=0.999,
+            learning_rate=9.80828e-05,
+            ent_coef=0.00229519,
+            clip_range=0.2,
+            n_epochs=5,
+            gae_lambda=0.99,
+            max_grad_norm=0.7,
+            vf_coef=0.835671,
+            policy_kwargs="dict(log_std_init=-2, ortho_init=False, activation_fn=nn.ReLU, "
+            "net_arch=dict(pi=[256, 256], vf=[256, 256]))",
+        ),
+        "HalfCheetah-v5": dict(  # the zoo's HalfCheetah-v4
+            normalize=True,
+            n_envs=1,
+            policy="MlpPolicy",
+            n_timesteps=1_000_000,
+            batch_size=64,
+            n_steps=512,
+            gamma=0.98,
+            learning_rate=2.0633e-05,
+            ent_coef=0.000401762,
+            clip_range=0.1,
+            n_epochs=20,
+            gae_lambda=0.92,
+            max_grad_norm=0.8,
+            vf_coef=0.58096,
+            policy_kwargs="dict(log_std_init=-2, ortho_init=False, activation_fn=nn.ReLU, "
+            "net_arch=dict(pi=[256, 256], vf=[256, 256]))",
+        ),
     },
     "sac": {
         "MountainCarContinuous-v0": dict(  # Tuned
@@ -174,19 +213,24 @@ ZOO = {
             learning_starts=10000,
             policy_kwargs="dict(net_arch=[400, 300])",
         ),
+        "Hopper-v5": dict(n_timesteps=1_000_000, policy="MlpPolicy", learning_starts=10000),
+        "HalfCheetah-v5": dict(n_timesteps=1_000_000, policy="MlpPolicy", learning_starts=10000),
     },
 }
 ALGOS = {"ppo": PPO, "sac": SAC}
 LABELS = {"ppo": "SB3 PPO (RL-Zoo)", "sac": "SB3 SAC (RL-Zoo)"}
 # Evaluate every N env steps (0: after every update). PPO MountainCarContinuous-v0 updates every
 # 8 env steps, and an evaluation takes about a second: 2,500 of them in its 20,000 steps.
+# MuJoCo: 32 episodes of up to 1,000 steps every 100,000 env steps (ours: 10 every 25 batches).
+MUJOCO_EVAL = {"Hopper-v5": 100_000, "HalfCheetah-v5": 100_000}
 EVAL_EVERY = {
-    "ppo": {"MountainCarContinuous-v0": 1000},
+    "ppo": {"MountainCarContinuous-v0": 1000} | MUJOCO_EVAL,
     "sac": {
         "Pendulum-v1": 1000,
         "MountainCarContinuous-v0": 5000,
         "LunarLanderContinuous-v3": 5000,
-    },
+    }
+    | MUJOCO_EVAL,
 }
 THRESHOLDS = {"Pendulum-v1": -200.0}  # run_io.THRESHOLDS: gymnasium gives Pendulum-v1 none
 EVAL_EPISODES, CONFIRM_EPISODES, FINAL_EPISODES = 32, 100, 100
