@@ -134,3 +134,36 @@ def test_a_rerun_with_other_options_into_the_same_out_is_refused(capsys, tmp_pat
     err = capsys.readouterr().err.strip()
     assert "was swept with -- --lr 0.01; pass those, or a new --out" in err and "\n" not in err
     assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]
+
+
+def test_a_peer_runs_on_our_budget_and_stopping_rule_and_starts_again_if_interrupted(tmp_path):
+    def peer(env, extra, like="err", seed=7):
+        run = dict(env=env, algo="sb3-ppo", seed=seed, like=like)
+        return sweep.command(run, tmp_path, extra)
+
+    pendulum = peer("Pendulum-v1", [])  # its defaults: 100k env steps, stop at a confirmed solve
+    assert pendulum[:2] == [str(sweep.PEER_PYTHON), "bench/peer_sb3.py"]
+    out = str(tmp_path / "Pendulum-v1-sb3-ppo-s7")
+    assert pendulum[2:] == ["--algo", "ppo", "--env", "Pendulum-v1", "--seed", "7", "--out", out,
+                            "--max-env-steps", "100000"]  # fmt: skip
+    cartpole = peer("CartPole-v1", ["--max-env-steps", "5000"])  # CartPole's runs go on after it
+    assert cartpole[-3:] == ["--max-env-steps", "5000", "--keep-going"]
+    assert "--keep-going" not in peer("CartPole-v1", ["--stop-when-solved"])
+    assert peer("LunarLander-v3", [])[-2:] == ["--max-minutes", "30.0"]
+    # grouped's own option is ours alone; the peer takes grouped's budget
+    assert peer("CartPole-v1", ["--trust-region", "0"], like="grouped")[-1] == "--keep-going"
+    sweep.check_options(["CartPole-v1"], ["grouped", "sb3-ppo"], ["--trust-region", "0"])
+    run_dir = tmp_path / "CartPole-v1-sb3-ppo-s7"
+    write_run(run_dir, {"stopped_by": "interrupted"}, history=[{"iteration": 1}], checkpoint=False)
+    assert peer("CartPole-v1", [])[1] == "bench/peer_sb3.py"  # not --resume: starts again
+    (run_dir / "experiment.json").write_text(json.dumps({"summary": {"stopped_by": "solved"}}))
+    assert peer("CartPole-v1", []) is None
+
+
+def test_a_peer_without_its_venv_is_refused_in_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "PEER_PYTHON", tmp_path / "no-venv" / "python")
+    argv = ["--env", "CartPole-v1", "--algo", "err", "sb3-ppo", "--seeds", "0"]
+    assert sweep.main([*argv, "--out", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "make -f bench/Makefile .venv-peer/.installed" in err and "\n" not in err
+    assert not (tmp_path / "sweep").exists()

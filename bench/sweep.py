@@ -13,6 +13,13 @@ Running the same command again skips the finished runs (and those that failed wi
 their own, which a rerun repeats), resumes the interrupted ones (--resume), and starts the rest.
 Then `report.py report DIR/*/experiment.json -o DIR/report.md`.  Exit status: 0 if every run of
 the grid has finished, 1 if not, 2 on bad input.
+
+--algo sb3-ppo (or sb3-sac) puts the SB3 peer in the grid: bench/peer_sb3.py with the RL-Zoo's
+settings, run by .venv-peer's Python (`make -f bench/Makefile .venv-peer/.installed`).  It runs on
+the budget and stopping rule that the options after -- give policy_annealing.py on that env (its
+--max-env-steps, --max-minutes, --stop-when-solved with the per-env defaults; the zoo's budget if
+neither budget is set); the other options are ours alone.  A peer cannot resume: an interrupted one
+starts again.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ import policy_annealing  # noqa: E402, F401  (registers Tree-v0, GridWorld-v0, Q
 import run_io  # noqa: E402
 
 FINISHED = {"solved", "iterations", "env-step budget", "time budget"}
+ALGOS = ("grouped", "value", "err")
+PEERS = ("sb3-ppo", "sb3-sac")  # bench/peer_sb3.py --algo ppo / sac
+PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
 OWN = ("--env", "--algo", "--seed", "--out", "--resume", "--overwrite")  # the sweep sets these
 
 
@@ -85,8 +95,28 @@ def command(run: dict, out: Path, extra: list[str]) -> list[str] | None:
     if state == "interrupted":
         return [sys.executable, "policy_annealing.py", "--resume", str(run_dir), "--quiet"]
     grid_cell = ["--env", run["env"], "--algo", run["algo"], "--seed", str(run["seed"])]
+    if run["algo"] in PEERS:
+        return peer_command(run, run_dir, extra)
     own = ["--out", str(run_dir), "--overwrite", "--quiet"]
     return [sys.executable, "policy_annealing.py", *grid_cell, *extra, *own]
+
+
+def peer_command(run: dict, run_dir: Path, extra: list[str]) -> list[str]:
+    """bench/peer_sb3.py on the budget and stopping rule that our runs of this env (the grid's
+    algo run["like"]) have with `extra`; an interrupted peer starts again (it has no checkpoint)."""
+    ours_argv = ["--env", run["env"], "--algo", run.get("like", "err"), *extra]
+    ours = annealing_config.parse_command_line(ours_argv)
+    budget = ["--max-env-steps", str(ours.max_env_steps)] if ours.max_env_steps else []
+    budget += ["--max-minutes", str(ours.max_minutes)] if ours.max_minutes else []
+    budget += [] if ours.stop_when_solved else ["--keep-going"]
+    peer = ["--algo", run["algo"].removeprefix("sb3-"), "--env", run["env"]]
+    return [str(PEER_PYTHON), "bench/peer_sb3.py", *peer, "--seed", str(run["seed"]),
+            "--out", str(run_dir), *budget]  # fmt: skip
+
+
+def like(algos: list[str]) -> str:
+    """Whose budget the grid's peers take: the grid's first algorithm of ours, else err's."""
+    return next((algo for algo in algos if algo not in PEERS), "err")
 
 
 def check_options(envs: list[str], algos: list[str], extra: list[str]) -> None:
@@ -95,10 +125,13 @@ def check_options(envs: list[str], algos: list[str], extra: list[str]) -> None:
     for option in OWN:
         if any(arg == option or arg.startswith(option + "=") for arg in extra):
             raise Refusal(f"{option} is the sweep's to set; drop it after --")
+    if any(algo in PEERS for algo in algos) and not PEER_PYTHON.is_file():
+        raise Refusal("the SB3 peer needs .venv-peer: make -f bench/Makefile .venv-peer/.installed")
     for env in envs:
         for algo in algos:
+            ours = like(algos) if algo in PEERS else algo  # a peer's env: peer_sb3.py checks it
             try:
-                cfg = annealing_config.parse_command_line(["--env", env, "--algo", algo, *extra])
+                cfg = annealing_config.parse_command_line(["--env", env, "--algo", ours, *extra])
                 run_io.check_env(cfg)
             except run_io.UserError as error:
                 raise Refusal(f"--env {env} --algo {algo} -- {' '.join(extra)}: {error}") from None
@@ -158,7 +191,7 @@ def main(argv=None) -> int:
     )
     parser = OneLineParser(prog="bench/sweep.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", nargs="+", required=True, help="gymnasium ids")
-    parser.add_argument("--algo", nargs="+", required=True, choices=("grouped", "value", "err"))
+    parser.add_argument("--algo", nargs="+", required=True, choices=ALGOS + PEERS)
     parser.add_argument("--seeds", type=parse_seeds, required=True, help="2000-2004 or 0,3,7")
     parser.add_argument("--address", help="join this Ray cluster (HOST:PORT); default: a local Ray")
     parser.add_argument("--out", default="runs/sweep", help="one run directory per run, here")
@@ -173,7 +206,8 @@ def main(argv=None) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps({"options": extra}) + "\n")
-    grid = [dict(env=e, algo=a, seed=s) for e in args.env for a in args.algo for s in args.seeds]
+    grid = [dict(env=e, algo=a, seed=s, like=like(args.algo)) for e in args.env for a in args.algo
+            for s in args.seeds]  # fmt: skip
     todo = {f"{r['env']} {r['algo']} seed {r['seed']}": command(r, out, extra) for r in grid}
     todo = {name: cmd for name, cmd in todo.items() if cmd is not None}
     print(f"{len(grid)} runs in {out}: {len(grid) - len(todo)} done already, {len(todo)} to run")
