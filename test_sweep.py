@@ -136,7 +136,11 @@ def test_a_rerun_with_other_options_into_the_same_out_is_refused(capsys, tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]
 
 
-def test_a_peer_runs_on_our_budget_and_stopping_rule_and_starts_again_if_interrupted(tmp_path):
+def test_a_peer_runs_on_our_budget_and_stopping_rule_and_starts_again_if_interrupted(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(sweep, "PEER_PYTHON", Path(sys.executable))  # a fresh clone has no venv
+
     def peer(env, extra, like="err", seed=7):
         run = dict(env=env, algo="sb3-ppo", seed=seed, like=like)
         return sweep.command(run, tmp_path, extra)
