@@ -94,9 +94,9 @@ def command(run: dict, out: Path, extra: list[str]) -> list[str] | None:
         return None
     if state == "interrupted":
         return [sys.executable, "policy_annealing.py", "--resume", str(run_dir), "--quiet"]
-    grid_cell = ["--env", run["env"], "--algo", run["algo"], "--seed", str(run["seed"])]
     if run["algo"] in PEERS:
         return peer_command(run, run_dir, extra)
+    grid_cell = ["--env", run["env"], "--algo", run["algo"], "--seed", str(run["seed"])]
     own = ["--out", str(run_dir), "--overwrite", "--quiet"]
     return [sys.executable, "policy_annealing.py", *grid_cell, *extra, *own]
 
