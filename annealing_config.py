@@ -36,6 +36,14 @@ def json_object(text: str) -> dict:
     return value
 
 
+def number_or_auto(text: str) -> float | str:
+    """--target-entropy: nats a step, or auto (make_config turns it into the action space's)."""
+    try:
+        return text if text == "auto" else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
 @dataclasses.dataclass
 class Config:
     env: str = option("CartPole-v1", "gymnasium id: Box observations, Discrete or Box actions")
@@ -59,8 +67,11 @@ class Config:
     temp_end: float = option(0.5, "T at the run's budget (geometric schedule, see budget_progress)")
     # may be negative: a continuous policy's entropy is differential (SAC's usual target: -dim)
     target_entropy: float = option(0.0, "adapt T from --temp-start so that the policy's entropy "
-                                   "is this many nats a step (0: the schedule)",
-                                   must="a finite number")  # fmt: skip
+                                   "is this many nats a step (0: the schedule; auto: the action "
+                                   "space's, Discrete(n) 0.9 on one action and 0.1 spread over "
+                                   "the rest as ALF, 0.325 for 2 and 0.435 for 4, a Box -dim(A) "
+                                   "as SAC)", must="a finite number",
+                                   type=number_or_auto)  # fmt: skip
     temp_lr: float = option(0.05, "--target-entropy: step of the dual update on log T",
                             must="in (0, 1]")  # fmt: skip
     target_entropy_end: float = option(0.0, "--target-entropy: the target at the run's budget, "
@@ -258,6 +269,7 @@ MUST = {  # the checks an option's `must` may name
 # fmt: on
 
 
+SHOWN = ("env", "algo", "baseline", "target_entropy")  # non-numeric types whose default --help shows
 # the options of the automatic temperature, refused without --target-entropy
 CONTROL = ("temp_lr", "target_entropy_end", "temp_min", "temp_max", "temp_max_step")
 
@@ -335,7 +347,10 @@ def make_config(env: str = Config.env, algo: str = Config.algo, **overrides: obj
         raise UserError("resume a run from the command line: --resume DIR")
     if isinstance(overrides.get("load_model"), str):  # a run directory: its checkpoint.pt
         overrides["load_model"] = str(run_io.checkpoint_file(overrides["load_model"]))
-    cfg = Config(**{**defaults_for(env, algo), **overrides, "env": env, "algo": algo})
+    values = {**defaults_for(env, algo), **overrides, "env": env, "algo": algo}
+    if values["target_entropy"] == "auto":  # the action space's, made into a number here
+        values["target_entropy"] = run_io.default_target_entropy(Config(**values))
+    cfg = Config(**values)
     check_config(cfg, overrides)
     return cfg
 
@@ -380,7 +395,7 @@ def build_parser(env: str = Config.env, algo: str = Config.algo) -> argparse.Arg
             extra["help"] += f" (default {'on' if defaults[field.name] else 'off'})"
         else:
             extra.setdefault("type", {int: int, float: float}.get(type(field.default), str))
-            shown = extra["type"] in (int, float) or field.name in ("env", "algo", "baseline")
+            shown = extra["type"] in (int, float) or field.name in SHOWN
             extra["help"] += f" (default {defaults[field.name]})" if shown else ""
         parser.add_argument(flag, dest=field.name, default=None, **extra)
     return parser

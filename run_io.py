@@ -127,6 +127,19 @@ def bad_env_kwargs(cfg, spec: gym.envs.registration.EnvSpec, error: TypeError) -
     return f"bad --env-kwargs for {cfg.env} ({complaint})"
 
 
+def default_target_entropy(cfg) -> float:
+    """--target-entropy auto, nats a step.  Discrete(n): the entropy of 0.9 on one action and 0.1
+    spread over the rest (ALF's default; SAC-discrete's 0.98 log n is nearly the uniform law's,
+    which only T = inf reaches).  A Box: -dim(A), SAC's (a differential entropy)."""
+    env = make_env(dataclasses.replace(cfg, target_entropy=0.0, render=None))
+    actions = env.action_space
+    env.close()
+    if isinstance(actions, gym.spaces.Box):
+        return -float(actions.shape[0])
+    others = max(actions.n - 1, 1)  # Discrete(1) has no entropy: refused as unreachable
+    return float(-0.9 * np.log(0.9) - 0.1 * np.log(0.1 / others))
+
+
 def refuse_an_unreachable_target(cfg, actions: gym.Space) -> None:
     """--target-entropy (and its end) strictly inside the entropies a step the policy can have
     (the uniform law's needs T = inf): Discrete(n)'s lie in [0, log n), a bounded Box's below

@@ -183,3 +183,29 @@ def test_the_final_evaluation_reports_the_sampled_policys_entropy_only(tmp_path)
     final = train(cfg, tmp_path)["summary"]["final_eval"]
     assert "entropy" not in final["greedy"]
     assert final["sampled"]["entropy"] <= math.log(4)  # the uniform law on [-2, 2]
+
+
+@pytest.mark.parametrize(
+    "env, actions", [("CartPole-v1", 2), ("LunarLander-v3", 4), ("Pendulum-v1", None)]
+)
+def test_target_entropy_auto_is_the_action_spaces_default(env, actions):
+    """Discrete(n): the entropy of 0.9 on one action and 0.1 spread over the others (ALF's);
+    a Box: -dim(A) (SAC's).  The config holds the number, never "auto"."""
+    if actions:
+        law = torch.tensor([0.9] + [0.1 / (actions - 1)] * (actions - 1), dtype=torch.float64)
+        expected = pa.policy_entropy(law.log()).item()
+    else:
+        expected = -1.0  # Pendulum's torque: one dimension
+    from_api = annealing_config.make_config(env, "grouped", target_entropy="auto")
+    from_cli = parsed_config(["--env", env, "--target-entropy", "auto"])
+    for cfg in (from_api, from_cli):
+        assert isinstance(cfg.target_entropy, float)
+        assert cfg.target_entropy == pytest.approx(expected, abs=1e-12)
+    pa.make_env(from_api)  # reachable
+
+
+def test_a_target_entropy_that_is_neither_a_number_nor_auto_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert pa.main(["--target-entropy", "high", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "neither a number nor auto" in err and not out.exists()
