@@ -269,7 +269,7 @@ MUST = {  # the checks an option's `must` may name
 # fmt: on
 
 
-SHOWN = ("env", "algo", "baseline", "target_entropy")  # non-numeric types whose default --help shows
+SHOWN = ("env", "algo", "baseline", "target_entropy")  # not numbers; --help shows their default
 # the options of the automatic temperature, refused without --target-entropy
 CONTROL = ("temp_lr", "target_entropy_end", "temp_min", "temp_max", "temp_max_step")
 
