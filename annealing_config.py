@@ -109,6 +109,9 @@ class Config:
     )
     max_grad_norm: float = option(0.0, "gradient-norm clip, 0 = none")
     hidden: int = option(64, "width of the two hidden layers")
+    init_log_std: float = option(0.0, "Box actions: log sigma of the first policy (PPO's "
+                                 "log_std_init; 0: sigma 1, near uniform as at high T)",
+                                 must="a finite number")  # fmt: skip
     obs_norm: bool = option(True, "normalise observations by running statistics (--no-: raw)")
     eval_every: int = option(5, "evaluate every N iterations")
     eval_episodes: int = option(32, "episodes per evaluation")
@@ -332,6 +335,8 @@ def check_config(cfg: Config, given: tuple | dict = ()) -> None:
         raise UserError("--target-entropy-end 0 would mean a held target; pass e.g. 0.001")
     if cfg.target_entropy and not cfg.temp_min <= cfg.temp_start <= cfg.temp_max:
         raise UserError("--target-entropy: --temp-start must lie in [--temp-min, --temp-max]")
+    if not -5 < cfg.init_log_std < 2:  # bounded_log_std's range
+        raise UserError(f"--init-log-std must lie in (-5, 2), got {cfg.init_log_std}")
     if cfg.tensorboard:
         run_io.check_tensorboard()
     if cfg.validate and not cfg.load_model:

@@ -80,8 +80,7 @@ def gaussian_log_density(actions: Tensor, mean: Tensor, log_std: Tensor) -> Tens
 
 
 def gaussian_entropy(log_std: Tensor) -> Tensor:
-    """H = sum_i (log sigma_i + (1 + log 2 pi) / 2), a differential entropy: it may be negative.
-    (..., action_dim) -> (...)."""
+    """H = sum_i (log sigma_i + (1 + log 2 pi) / 2), may be < 0 (differential). (..., d) -> (...)"""
     return (log_std + 0.5 * (1 + math.log(2 * math.pi))).sum(-1)
 
 
@@ -299,6 +298,10 @@ def bounded_log_std(raw: Tensor, low: float = -5.0, high: float = 2.0) -> Tensor
     return low + (high - low) * torch.sigmoid(raw + math.log(-low / high))
 
 
+def raw_log_std(log_std: float, low: float = -5.0, high: float = 2.0) -> float:  # the inverse
+    return math.log((log_std - low) / (high - log_std)) - math.log(-low / high)
+
+
 class GaussianHead:
     """A flat Box: a diagonal Gaussian over u, the outputs its mean and raw log-std.  The batch
     stores u.  A bounded Box gets a = centre + half_range * tanh(u) and log pi(a) with the
@@ -347,14 +350,16 @@ class Agent(nn.Module):
     normaliser in front of both."""
 
     def __init__(self, obs_dim: int, action_space: gym.Space, hidden: int, with_value: bool,
-                 obs_norm: bool, seed: int = 0):  # fmt: skip
+                 obs_norm: bool, seed: int = 0, initial_log_std: float = 0.0):  # fmt: skip
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         continuous = isinstance(action_space, gym.spaces.Box)  # a flat Box (run_io.make_env)
         self.head = (GaussianHead if continuous else CategoricalHead)(action_space)
         self.normalizer = RunningNormalizer(obs_dim) if obs_norm else nn.Identity()
-        # gain 0.01: a nearly uniform first policy (Gaussian: mean ~0, sigma ~1), as at high T
+        # gain 0.01: a nearly uniform first policy (Gaussian: mean ~0, sigma ~e^initial_log_std)
         self.policy = mlp(obs_dim, self.head.num_outputs, hidden, 0.01, generator)
+        if continuous:  # the bias of the raw log-sigma outputs
+            self.policy[-1].bias.data[self.head.num_outputs // 2 :] = raw_log_std(initial_log_std)
         self.value = mlp(obs_dim, 1, hidden, 1.0, generator) if with_value else None
 
     def policy_outputs(self, obs: Tensor) -> Tensor:  # (..., obs_dim) -> (..., num_outputs)
@@ -544,7 +549,7 @@ UPDATES = {"grouped": update_grouped, "value": update_value, "err": update_err}
 # ==== 5. Training loop ============================================================================
 def make_agent(cfg: Config, env: gym.Env, with_value: bool) -> Agent:
     obs_dim, space = env.observation_space.shape[0], env.action_space
-    return Agent(obs_dim, space, cfg.hidden, with_value, cfg.obs_norm, seed=cfg.seed)
+    return Agent(obs_dim, space, cfg.hidden, with_value, cfg.obs_norm, cfg.seed, cfg.init_log_std)
 
 
 def make_optimizer(cfg: Config, agent: Agent) -> Optimizer:
@@ -554,7 +559,7 @@ def make_optimizer(cfg: Config, agent: Agent) -> Optimizer:
     return torch.optim.Adam([dict(params=net.parameters(), lr=lr) for net, lr in groups])
 
 
-def adapted_temperature(cfg: Config, batch: Batch, temperature: float, progress: float) -> float:
+def next_temperature(cfg: Config, batch: Batch, temperature: float, progress: float) -> float:
     """The next batch's T, by the bounded dual step from this one's sampled entropy a step."""
     bounds = cfg.temp_max_step, cfg.temp_min, cfg.temp_max
     target = cfg.target_entropy_at(progress)
@@ -578,9 +583,8 @@ def evaluate(agent: Agent, envs: list[gym.Env], cfg: Config, stream: int, greedy
 
 
 def evaluate_iteration(agent: Agent, cfg: Config, run: run_io.Run, temperature: float) -> dict:
-    """Every --eval-every iterations (and at the last) eval_return; a crossing of the threshold
-    before the first solve is confirmed or not by fresh episodes (confirm_return: solved means
-    confirmed, see run_io.solves); on an enumerable env exact_kl at this T."""
+    """eval_return every --eval-every iterations and at the last, a first crossing confirmed or not
+    by fresh episodes (confirm_return, see run_io.solves), exact_kl at T on an enumerable env."""
     iteration, result = run.state["iteration"] + 1, dict(eval_return=None, confirm_return=None)
     if iteration % cfg.eval_every == 0 or iteration == cfg.iterations:
         returns, _ = evaluate(agent, run.eval_envs, cfg, iteration)
@@ -600,8 +604,7 @@ def final_evaluation(agent: Agent, cfg: Config) -> dict:
     for mode in ("sampled", "greedy"):
         returns, entropy = evaluate(agent, envs, cfg, 0, greedy=mode == "greedy")
         result[mode] = dict(mean=float(returns.mean()), std=float(returns.std()))
-        if mode == "sampled":  # greedy actions have no entropy to report
-            result[mode]["entropy"] = entropy
+        result[mode] |= dict(entropy=entropy) if mode == "sampled" else {}  # greedy: none
     return result
 
 
@@ -636,8 +639,7 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
         while not run.stop_reason():
             progress = cfg.budget_progress(run.state)
             with run.training():
-                # --target-entropy: the T the dual step left; while T moves, the fixed point is
-                # the law at the current T
+                # --target-entropy: the T the dual step left (the law at it is the fixed point)
                 adapted = cfg.target_entropy
                 temperature = run.state["temperature"] if adapted else cfg.temperature_at(progress)
                 for group, lr in zip(
@@ -651,9 +653,7 @@ def train(cfg: Config, out: str | Path | None = None) -> tuple[Agent, dict]:
                 if isinstance(agent.normalizer, RunningNormalizer):
                     agent.normalizer.update(batch.observations[..., :-1, :][batch.mask])
                 if cfg.target_entropy:  # the next batch's T, from this one's entropy
-                    run.state["temperature"] = adapted_temperature(
-                        cfg, batch, temperature, progress
-                    )
+                    run.state["temperature"] = next_temperature(cfg, batch, temperature, progress)
             with run.evaluating():  # the policy *after* the update
                 judged = evaluate_iteration(agent, cfg, run, temperature)
             # train_return, loss and entropy: the batch sampled *before* the update

@@ -65,6 +65,8 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
             f"--env {cfg.env} has {observations} observations; it needs a flat Box observation"
         )
     refuse_an_unreachable_target(cfg, actions)
+    if cfg.init_log_std and not flat_box:
+        raise UserError(f"--init-log-std sets a Gaussian's sigma; drop it for {actions} actions")
     if mode and mode not in env.metadata.get("render_modes", []):
         raise UserError(f"--env {cfg.env} cannot --render {cfg.render}; drop --render")
     if mode:  # the same env again, now rendering
@@ -402,7 +404,7 @@ class Run:
         self.seed_rng = np.random.default_rng(cfg.seed)  # env seeds of training batches
         self.action_rng = torch.Generator().manual_seed(cfg.seed)  # actions, minibatch order
         self.state = {"iteration": 0, "env_steps": 0, "wall_time": 0.0, "eval_time": 0.0}
-        if cfg.target_entropy:  # T adapts (adapted_temperature): the run's state holds it
+        if cfg.target_entropy:  # T adapts (next_temperature): the run's state holds it
             self.state["temperature"] = cfg.temp_start
         self.history = []
         if cfg.resume:

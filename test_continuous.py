@@ -46,6 +46,38 @@ def test_log_std_bound_keeps_inside_and_starts_at_sigma_1():
     assert pa.bounded_log_std(torch.zeros((), dtype=F64)).abs() < 1e-12
 
 
+def test_raw_log_std_is_the_inverse_of_the_bound():
+    log_std = torch.linspace(-4.99, 1.99, 699, dtype=F64)
+    raw = torch.tensor([pa.raw_log_std(float(x)) for x in log_std], dtype=F64)
+    assert torch.allclose(pa.bounded_log_std(raw), log_std, atol=1e-12)
+
+
+@pytest.mark.parametrize("log_std", [-2.0, -0.7, 0.0, 1.0])
+def test_init_log_std_sets_the_first_policys_sigma_at_every_observation(log_std):
+    """--init-log-std (PPO's log_std_init): the first policy's log sigma, whatever the state (the
+    last layer's weights have gain 0.01); the mean stays ~0."""
+    cfg = annealing_config.make_config("HalfCheetah-v5", "err", init_log_std=log_std)
+    agent = pa.make_agent(cfg, pa.make_env(cfg), with_value=True)
+    obs = 3 * torch.randn(256, 17, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mean, first_log_std = agent.head.gaussian(agent.policy_outputs(obs))
+    assert (first_log_std - log_std).abs().max() < 0.1 and mean.abs().max() < 0.1
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["--env", "CartPole-v1", "--init-log-std", "-1"], "drop it for Discrete(2) actions"),
+        (["--env", "Pendulum-v1", "--init-log-std", "2"], "must lie in (-5, 2)"),
+    ],
+)
+def test_a_bad_init_log_std_is_one_line(tmp_path, capsys, argv, expect):
+    out = tmp_path / "run"
+    assert pa.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and expect in err and not out.exists(), err
+
+
 def test_gaussian_agent_samples_log_probs_and_greedy_means():
     """sample's log pi and entropies agree with log_prob_and_entropy; greedy is the mean; each
     dimension's sample spreads by its own sigma (e^-2, 1, e^1.5 here, not the init's ~1); act
