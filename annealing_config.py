@@ -69,8 +69,8 @@ class Config:
     target_entropy: float = option(0.0, "adapt T from --temp-start so that the policy's entropy "
                                    "is this many nats a step (0: the schedule; auto: the action "
                                    "space's, Discrete(n) 0.9 on one action and 0.1 spread over "
-                                   "the rest as ALF, 0.325 for 2 and 0.435 for 4, a Box -dim(A) "
-                                   "as SAC)", must="a finite number",
+                                   "the rest as ALF, 0.325 for 2 and 0.435 for 4, a Box SAC's "
+                                   "-dim(A) on actions scaled to [-1, 1])", must="a finite number",
                                    type=number_or_auto)  # fmt: skip
     temp_lr: float = option(0.05, "--target-entropy: step of the dual update on log T",
                             must="in (0, 1]")  # fmt: skip
@@ -109,8 +109,8 @@ class Config:
     )
     max_grad_norm: float = option(0.0, "gradient-norm clip, 0 = none")
     hidden: int = option(64, "width of the two hidden layers")
-    init_log_std: float = option(0.0, "Box actions: log sigma of the first policy (PPO's "
-                                 "log_std_init; 0: sigma 1, near uniform as at high T)",
+    init_log_std: float = option(0.0, "Box actions: log sigma of the first policy, in (-5, 2) "
+                                 "(PPO's log_std_init; 0: sigma 1, as at high T)",
                                  must="a finite number")  # fmt: skip
     obs_norm: bool = option(True, "normalise observations by running statistics (--no-: raw)")
     eval_every: int = option(5, "evaluate every N iterations")
@@ -337,6 +337,8 @@ def check_config(cfg: Config, given: tuple | dict = ()) -> None:
         raise UserError("--target-entropy: --temp-start must lie in [--temp-min, --temp-max]")
     if not -5 < cfg.init_log_std < 2:  # bounded_log_std's range
         raise UserError(f"--init-log-std must lie in (-5, 2), got {cfg.init_log_std}")
+    if cfg.init_log_std and cfg.load_model:
+        raise UserError("--init-log-std starts a new policy; --load-model brings its own sigma")
     if cfg.tensorboard:
         run_io.check_tensorboard()
     if cfg.validate and not cfg.load_model:
@@ -354,6 +356,7 @@ def make_config(env: str = Config.env, algo: str = Config.algo, **overrides: obj
         overrides["load_model"] = str(run_io.checkpoint_file(overrides["load_model"]))
     values = {**defaults_for(env, algo), **overrides, "env": env, "algo": algo}
     if values["target_entropy"] == "auto":  # the action space's, made into a number here
+        check_config(Config(**{**values, "target_entropy": 0.0}), overrides)  # before the env
         values["target_entropy"] = run_io.default_target_entropy(Config(**values))
     cfg = Config(**values)
     check_config(cfg, overrides)

@@ -356,9 +356,9 @@ class Agent(nn.Module):
         continuous = isinstance(action_space, gym.spaces.Box)  # a flat Box (run_io.make_env)
         self.head = (GaussianHead if continuous else CategoricalHead)(action_space)
         self.normalizer = RunningNormalizer(obs_dim) if obs_norm else nn.Identity()
-        # gain 0.01: a nearly uniform first policy (Gaussian: mean ~0, sigma ~e^initial_log_std)
+        # gain 0.01: outputs ~ biases (softmax ~uniform; Gaussian mean ~0, sigma of --init-log-std)
         self.policy = mlp(obs_dim, self.head.num_outputs, hidden, 0.01, generator)
-        if continuous:  # the bias of the raw log-sigma outputs
+        if continuous:
             self.policy[-1].bias.data[self.head.num_outputs // 2 :] = raw_log_std(initial_log_std)
         self.value = mlp(obs_dim, 1, hidden, 1.0, generator) if with_value else None
 

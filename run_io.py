@@ -132,14 +132,18 @@ def bad_env_kwargs(cfg, spec: gym.envs.registration.EnvSpec, error: TypeError) -
 def default_target_entropy(cfg) -> float:
     """--target-entropy auto, nats a step.  Discrete(n): the entropy of 0.9 on one action and 0.1
     spread over the rest (ALF's default; SAC-discrete's 0.98 log n is nearly the uniform law's,
-    which only T = inf reaches).  A Box: -dim(A), SAC's (a differential entropy)."""
+    which only T = inf reaches).  A Box: SAC's -dim(A) on actions scaled to [-1, 1], so on a
+    bounded Box's own scale -dim(A) + sum log half_range (a differential entropy)."""
     env = make_env(dataclasses.replace(cfg, target_entropy=0.0, render=None))
     actions = env.action_space
     env.close()
     if isinstance(actions, gym.spaces.Box):
-        return -float(actions.shape[0])
-    others = max(actions.n - 1, 1)  # Discrete(1) has no entropy: refused as unreachable
-    return float(-0.9 * np.log(0.9) - 0.1 * np.log(0.1 / others))
+        bounded = np.isfinite(actions.low).all()  # all bounds or none (make_env)
+        half_ranges = (actions.high - actions.low) / 2 if bounded else np.ones(actions.shape)
+        return float(np.log(half_ranges.astype(np.float64)).sum() - actions.shape[0])
+    if actions.n < 2:
+        raise UserError(f"--target-entropy auto: {actions} has no entropy to target; drop it")
+    return float(-0.9 * np.log(0.9) - 0.1 * np.log(0.1 / (actions.n - 1)))
 
 
 def refuse_an_unreachable_target(cfg, actions: gym.Space) -> None:

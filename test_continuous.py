@@ -50,6 +50,7 @@ def test_raw_log_std_is_the_inverse_of_the_bound():
     log_std = torch.linspace(-4.99, 1.99, 699, dtype=F64)
     raw = torch.tensor([pa.raw_log_std(float(x)) for x in log_std], dtype=F64)
     assert torch.allclose(pa.bounded_log_std(raw), log_std, atol=1e-12)
+    assert pa.raw_log_std(0.0) == 0.0  # the default leaves the zero bias, bit for bit
 
 
 @pytest.mark.parametrize("log_std", [-2.0, -0.7, 0.0, 1.0])
@@ -69,6 +70,11 @@ def test_init_log_std_sets_the_first_policys_sigma_at_every_observation(log_std)
     [
         (["--env", "CartPole-v1", "--init-log-std", "-1"], "drop it for Discrete(2) actions"),
         (["--env", "Pendulum-v1", "--init-log-std", "2"], "must lie in (-5, 2)"),
+        (["--env", "Pendulum-v1", "--init-log-std", "-5"], "must lie in (-5, 2)"),
+        (
+            ["--env", "Pendulum-v1", "--init-log-std", "-1", "--load-model", "x.pt"],
+            "brings its own",
+        ),
     ],
 )
 def test_a_bad_init_log_std_is_one_line(tmp_path, capsys, argv, expect):

@@ -186,16 +186,21 @@ def test_the_final_evaluation_reports_the_sampled_policys_entropy_only(tmp_path)
 
 
 @pytest.mark.parametrize(
-    "env, actions", [("CartPole-v1", 2), ("LunarLander-v3", 4), ("Pendulum-v1", None)]
+    "env, actions, expected",
+    [
+        ("CartPole-v1", 2, None),
+        ("LunarLander-v3", 4, None),
+        ("Pendulum-v1", None, -1 + math.log(2)),  # one torque in [-2, 2]: half-range 2
+        ("HalfCheetah-v5", None, -6.0),  # six torques in [-1, 1]
+    ],
 )
-def test_target_entropy_auto_is_the_action_spaces_default(env, actions):
+def test_target_entropy_auto_is_the_action_spaces_default(env, actions, expected):
     """Discrete(n): the entropy of 0.9 on one action and 0.1 spread over the others (ALF's);
-    a Box: -dim(A) (SAC's).  The config holds the number, never "auto"."""
+    a Box: SAC's -dim(A) on actions scaled to [-1, 1], here on the box's own scale.  The config
+    holds the number, never "auto"."""
     if actions:
         law = torch.tensor([0.9] + [0.1 / (actions - 1)] * (actions - 1), dtype=torch.float64)
         expected = pa.policy_entropy(law.log()).item()
-    else:
-        expected = -1.0  # Pendulum's torque: one dimension
     from_api = annealing_config.make_config(env, "grouped", target_entropy="auto")
     from_cli = parsed_config(["--env", env, "--target-entropy", "auto"])
     for cfg in (from_api, from_cli):
@@ -209,3 +214,15 @@ def test_a_target_entropy_that_is_neither_a_number_nor_auto_is_one_line(tmp_path
     assert pa.main(["--target-entropy", "high", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "neither a number nor auto" in err and not out.exists()
+
+
+def test_target_entropy_auto_of_an_unbounded_box_is_minus_its_dim_and_bad_kwargs_are_one_line():
+    """QuadraticBandit-v0 (unbounded, 3 dims here): -3.  A bad env_kwargs is refused as without
+    auto (checked before the env is made for the target), not a traceback."""
+    kwargs = dict(mean=[0.5, -1.0, 2.0], curvature=[1.0, 4.0, 0.5])
+    cfg = annealing_config.make_config(
+        "QuadraticBandit-v0", "grouped", target_entropy="auto", env_kwargs=kwargs
+    )
+    assert cfg.target_entropy == -3.0
+    with pytest.raises(pa.UserError, match="must be a dict"):
+        annealing_config.make_config("QuadraticBandit-v0", target_entropy="auto", env_kwargs=None)
