@@ -259,8 +259,8 @@ DEFAULTS = {
        for env_id in MUJOCO},
     # err: PPO's MuJoCo shape (gamma 0.99, GAE 0.95, lr 3e-4, 10 epochs; 32 minibatches of a batch
     # of 8 episodes), T 0.01: Hopper tuning seed 0 ended at 2,524 sampled (T 0.001: 1,459)
-    # HalfCheetah: a first sigma of 0.5, not 1 (the initial std of "What matters in on-policy
-    # RL"): tuning seeds 0-3 ended at 3,224-3,512 sampled against 1,331-2,804 (sigma 0.135, the
+    # HalfCheetah: a first sigma of 0.5, not 1 ("What matters in on-policy RL": start below 1):
+    # tuning seeds 0-3 ended at 3,224-3,512 sampled against 1,331-2,804 (sigma 0.135, the
     # RL-Zoo's: 1,387-1,821; no gradient clip, or a decayed lr: no better)
     **{f"{env_id}/err": dict(minibatches=32, lr=3e-4, temp_start=0.01, temp_end=0.01,
                              init_log_std=-0.7 if env_id == "HalfCheetah-v5" else 0.0)
