@@ -100,8 +100,17 @@ def test_a_grid_runs_through_a_real_ray_cluster_and_a_rerun_skips_it(tmp_path):
     # Ray 2.60 turns token authentication on for a new cluster; a token left in ~/.ray by another
     # Ray (a local ray.init) then makes the two disagree. The test cluster runs without it.
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    subprocess.run(start, check=True, capture_output=True, timeout=120, env=env)
+    # --block: this cluster lives as long as its `ray start`; terminating it stops this cluster
+    # alone (`ray stop` would stop every Ray of this user, a sweep of theirs included)
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    head = subprocess.Popen([*start, "--block"], **quiet, env=env)
     try:
+        status = [ray, "status", "--address", f"127.0.0.1:{port}"]
+        for _ in range(120):  # each call waits for the cluster a while: no sleep needed
+            answer = subprocess.run(status, capture_output=True, text=True, timeout=60, env=env)
+            if "CPU" in answer.stdout or head.poll() is not None:  # up, with its node
+                break
+        assert head.poll() is None and "CPU" in answer.stdout, answer.stdout + answer.stderr
         argv = [sys.executable, "bench/sweep.py", "--env", "CartPole-v1", "--algo", "grouped",
                 "err", "--seeds", "0-1", "--address", f"127.0.0.1:{port}", "--out", str(out),
                 "--", *SMOKE_ARGS]  # fmt: skip
@@ -116,7 +125,8 @@ def test_a_grid_runs_through_a_real_ray_cluster_and_a_rerun_skips_it(tmp_path):
         again = subprocess.run(argv, cwd=HERE, capture_output=True, text=True, timeout=300, env=env)
         assert again.returncode == 0 and "4 done already, 0 to run" in again.stdout, again.stdout
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env=env)
+        head.terminate()
+        head.wait(timeout=120)
 
 
 def test_the_projects_own_envs_are_known_to_the_sweep():
