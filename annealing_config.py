@@ -341,7 +341,7 @@ def check_config(cfg: Config, given: tuple | dict = ()) -> None:
         raise UserError("--target-entropy: --temp-start must lie in [--temp-min, --temp-max]")
     if not -5 < cfg.init_log_std < 2:  # bounded_log_std's range
         raise UserError(f"--init-log-std must lie in (-5, 2), got {cfg.init_log_std}")
-    if cfg.init_log_std and cfg.load_model:
+    if "init_log_std" in given and cfg.load_model:  # an env's default sigma is no request
         raise UserError("--init-log-std starts a new policy; --load-model brings its own sigma")
     if cfg.tensorboard:
         run_io.check_tensorboard()

@@ -84,6 +84,14 @@ def test_a_bad_init_log_std_is_one_line(tmp_path, capsys, argv, expect):
     assert "\n" not in err and expect in err and not out.exists(), err
 
 
+def test_an_envs_default_init_log_std_does_not_refuse_a_loaded_policy():
+    """HalfCheetah err starts at log sigma -0.7 by default: a warm start or --validate of its
+    checkpoint (--load-model) is no request for a first sigma, so it is not refused."""
+    values = annealing_config.defaults_for("HalfCheetah-v5", "err")
+    assert values["init_log_std"] != 0
+    annealing_config.check_config(pa.Config(**{**values, "load_model": "run/checkpoint.pt"}))
+
+
 def test_gaussian_agent_samples_log_probs_and_greedy_means():
     """sample's log pi and entropies agree with log_prob_and_entropy; greedy is the mean; each
     dimension's sample spreads by its own sigma (e^-2, 1, e^1.5 here, not the init's ~1); act
