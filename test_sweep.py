@@ -3,9 +3,11 @@ rerun skips, resumes and starts; bad input in one line."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,26 @@ def test_a_grid_runs_through_a_real_ray_cluster_and_a_rerun_skips_it(tmp_path):
     finally:
         head.terminate()
         head.wait(timeout=120)
+
+
+@pytest.mark.slow
+def test_without_an_address_a_sweep_starts_its_own_ray_even_with_a_stale_cluster_file(tmp_path):
+    """A killed `ray start` leaves its address in <ray temp>/ray_current_cluster; a bare ray.init()
+    would join that dead cluster and wait on it. The sweep's local Ray ignores the file."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths are
+    try:  # limited to about 100 characters, and pytest's tmp_path is long
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+        env = dict(os.environ, RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled")
+        out = tmp_path / "sweep"
+        argv = [sys.executable, "bench/sweep.py", "--env", "CartPole-v1", "--algo", "err",
+                "--seeds", "0", "--out", str(out), "--", *SMOKE_ARGS]  # fmt: skip
+        result = subprocess.run(argv, cwd=HERE, capture_output=True, text=True, timeout=120,
+                                env=env)  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+        assert "1 of 1 runs finished" in result.stdout
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_the_projects_own_envs_are_known_to_the_sweep():

@@ -4,7 +4,8 @@ report.  From the repository root:
     python bench/sweep.py --env Hopper-v5 --algo err --seeds 2000-2004 [--address HOST:PORT]
         [--out DIR] [--cpus-per-run 1] -- [policy_annealing options]
 
-Without --address, ray.init() starts a local Ray on this machine, one run per core; with it, the
+Without --address, the sweep starts a Ray of its own on this machine, one run per core (even if a
+`ray start` cluster, or the address file a killed one left in /tmp/ray, is about); with it, the
 sweep joins that Ray cluster as it is (`ray start --head --port PORT` on one node, `ray start
 --address HEAD:PORT` on the others).  Every node must see this repository and --out at the same
 paths (a shared filesystem): each task runs `python policy_annealing.py ... --out DIR/<env>-<algo>
@@ -168,7 +169,9 @@ def run_grid(todo: dict, args) -> int:
         return 0
     import ray
 
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+    # "local", not None: ray.init() with no address joins the cluster named in /tmp/ray's
+    # ray_current_cluster, which a killed `ray start` leaves behind (and then waits on it forever)
+    ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=False)
     task = ray.remote(num_cpus=args.cpus_per_run)(run_task)
     pending = {task.remote(cmd): name for name, cmd in todo.items()}
     while pending:
