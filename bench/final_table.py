@@ -30,7 +30,7 @@ def main(paths):
         print(f"| {env} | {label} | {seeds[0]}–{seeds[-1]} | {np.median(steps):,.0f} | "
               f"{np.median(sampled):,.0f} | {centre:,.0f} [{low:,.0f}–{high:,.0f}] | "
               f"{sampled[worst]:,.0f} (s{seeds[worst]}) | {np.median(greedy):,.0f} | "
-              f"{np.median(seconds):.0f} | {throughput:,.0f} |")  # fmt: skip
+              f"{np.median(seconds):,.0f} | {throughput:,.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
