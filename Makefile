@@ -91,7 +91,7 @@ gif: $(VENV)/.installed $(GIF_CHECKPOINT)  ## bench/lander.gif: a greedy and a s
 
 $(GIF_RUN)/checkpoint.pt: | $(VENV)/.installed
 	$(PY) policy_annealing.py --env LunarLander-v3 --algo grouped --seed 2001 --max-minutes 0 \
-	  --max-env-steps 11000000 --quiet --overwrite --out $(GIF_RUN)
+	  --max-env-steps 11000000 --quiet --overwrite --out runs/gif/LunarLander-v3-grouped-s2001
 
 clean:  ## remove runs/ (report.py's default outputs too) and caches; keeps .venv and bench/
 	rm -rf runs __pycache__ .pytest_cache .hypothesis
