@@ -16,7 +16,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "bench"))
 import sweep  # noqa: E402
 
-from testing_helpers import SMOKE_ARGS  # noqa: E402
+import policy_annealing  # noqa: E402
+import run_io  # noqa: E402
+from testing_helpers import SMOKE_ARGS, parsed_config, train, without_wall_time  # noqa: E402
 
 
 def write_run(run_dir: Path, summary: dict | None, history=(), checkpoint=True):
@@ -131,24 +133,54 @@ def test_a_grid_runs_through_a_real_ray_cluster_and_a_rerun_skips_it(tmp_path):
         head.wait(timeout=120)
 
 
+def interrupt_in_update(monkeypatch, algo: str, number: int) -> None:
+    """Training is interrupted in its `number`th update (as Ctrl-C would)."""
+    real_update, calls = policy_annealing.UPDATES[algo], []
+
+    def update(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == number:
+            raise run_io.Interrupted
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setitem(policy_annealing.UPDATES, algo, update)
+
+
 @pytest.mark.slow
-def test_without_an_address_a_sweep_starts_its_own_ray_even_with_a_stale_cluster_file(tmp_path):
+def test_without_an_address_a_sweep_starts_its_own_ray_and_resumes_an_interrupted_run_exactly(
+    tmp_path, monkeypatch
+):
     """A killed `ray start` leaves its address in <ray temp>/ray_current_cluster; a bare ray.init()
-    would join that dead cluster and wait on it. The sweep's local Ray ignores the file."""
+    would join that dead cluster and wait on it. The sweep's local Ray ignores the file. A run of
+    the grid that was interrupted (2 of its 3 iterations kept) is resumed, to the history of a run
+    that never stopped."""
+    out, extra = tmp_path / "sweep", [*SMOKE_ARGS, "--iterations", "3"]
+    run = dict(env="CartPole-v1", algo="err", seed=0)
+    run_argv = sweep.command(run, out, extra)[2:]  # what the sweep would start
+    interrupt_in_update(monkeypatch, "err", 3)
+    stopped = train(parsed_config(run_argv), sweep.run_dir_of(out, run))
+    assert stopped["summary"]["error"] == "interrupted" and len(stopped["history"]) == 2
+    monkeypatch.undo()
     ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths are
     try:  # limited to about 100 characters, and pytest's tmp_path is long
         (ray_tmp / "ray").mkdir()
         (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
         env = dict(os.environ, RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled")
-        out = tmp_path / "sweep"
         argv = [sys.executable, "bench/sweep.py", "--env", "CartPole-v1", "--algo", "err",
-                "--seeds", "0", "--out", str(out), "--", *SMOKE_ARGS]  # fmt: skip
+                "--seeds", "0", "--out", str(out), "--", *extra]  # fmt: skip
         result = subprocess.run(argv, cwd=HERE, capture_output=True, text=True, timeout=120,
                                 env=env)  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+        assert "0 done already, 1 to run" in result.stdout, result.stdout
         assert "1 of 1 runs finished" in result.stdout
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+    resumed = json.loads((sweep.run_dir_of(out, run) / "experiment.json").read_text())
+    straight = train(parsed_config(run_argv), tmp_path / "straight")
+    assert resumed["history"][:2] == stopped["history"]  # kept as written, wall times included
+    assert resumed["summary"]["resumed_from"]["wall_time"] == stopped["summary"]["wall_time"]
+    assert len(resumed["history"]) == 3
+    assert without_wall_time(resumed["history"]) == without_wall_time(straight["history"])
 
 
 def test_the_projects_own_envs_are_known_to_the_sweep():
