@@ -18,7 +18,7 @@ Sections: 1 Boltzmann math, 2 losses, 3 the policy and the sampler, 4 updates, 5
 6 API and CLI.  Beside it: annealing_config.py (options, defaults, schedules, parser), run_io.py
 (envs, the run's files, bookkeeping, signals); tree_env, bandit_env, gridworld_env (exact checks).
 Tensors are laid out (num_groups, group_size, steps, ...); batch = num_groups * group_size.
-`mask` is True on real steps; steps past an episode's end are padding and may hold anything.
+`mask` is True on real steps; steps past an episode's end are padding (zeros), which no loss reads.
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def tanh_log_jacobian(raw_actions: Tensor, half_range: Tensor) -> Tensor:
 
 
 def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
-    # (..., steps) -> (...). `where` before the sum: padding holding nan/inf neither leaks into the
-    # value nor into the gradient (the gradient of an unselected `where` branch is exactly 0).
+    # (..., steps) -> (...). `where` before the sum: padding adds 0 to the value and its gradient;
+    # what computed `values` must keep it finite (0 * nan = nan backward): the sampler pads with 0.
     return torch.where(mask, values, 0).sum(-1)
 
 

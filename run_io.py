@@ -149,8 +149,9 @@ def default_target_entropy(cfg) -> float:
 def refuse_an_unreachable_target(cfg, actions: gym.Space) -> None:
     """--target-entropy (and its end) strictly inside the entropies a step the policy can have
     (the uniform law's needs T = inf): Discrete(n)'s lie in [0, log n), a bounded Box's below
-    the uniform law's sum log(high - low), a Box without bounds' below the Gaussian's at the
-    largest sigma (log sigma < 2, see bounded_log_std); a differential entropy may be negative."""
+    the uniform law's sum log(high - low), a Box without bounds' between the Gaussian's at the
+    smallest and the largest sigma (-5 < log sigma < 2, see bounded_log_std); a differential
+    entropy may be negative."""
     if not cfg.target_entropy:
         return
     if isinstance(actions, gym.spaces.Discrete):
@@ -158,14 +159,15 @@ def refuse_an_unreachable_target(cfg, actions: gym.Space) -> None:
     elif np.isfinite(actions.low).all():
         low, high = -np.inf, float(np.log(actions.high - actions.low).sum())
     else:
-        low, high = -np.inf, actions.shape[0] * (2 + 0.5 * (1 + np.log(2 * np.pi)))
+        gaussian = 0.5 * (1 + np.log(2 * np.pi))  # a unit Gaussian's entropy: + log sigma
+        low, high = (actions.shape[0] * (log_std + gaussian) for log_std in (-5, 2))
     for name in ("target_entropy", "target_entropy_end"):
         value = getattr(cfg, name)
-        if value and not low <= value < high:
+        if value and not low < value < high:
             flag = f"--{name.replace('_', '-')}"
             raise UserError(
-                f"{flag} {value:g} cannot be reached: {actions} allows {low:g} to {high:.3g} nats "
-                "a step; pass one inside"
+                f"{flag} {value:g} cannot be reached: {actions} allows {low:.3g} to {high:.3g} "
+                "nats a step; pass one inside"
             )
 
 

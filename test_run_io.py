@@ -44,7 +44,7 @@ class GridActions(gym.Env):
 class HalfBoundedActions(GridActions):
     """A flat Box with one bounded and one unbounded dimension: refused (no tanh squash fits)."""
 
-    action_space = gym.spaces.Box(np.array([-1.0, -np.inf]), np.array([1.0, np.inf]))
+    action_space = gym.spaces.Box(np.array([-1, -np.inf], "f4"), np.array([1, np.inf], "f4"))
 
 
 gym.register("GridActions-v0", entry_point=GridActions)
@@ -399,26 +399,38 @@ def test_what_a_finished_run_needs_to_go_on(tmp_path, config_overrides, summary_
 
 
 @pytest.mark.slow
-def test_resume_continues_the_schedules_exactly(tmp_path, monkeypatch):
-    cfg = config(**{**testing_helpers.SCHEDULED, "iterations": 5}, out=str(tmp_path / "run"))
+@pytest.mark.parametrize(
+    "env, algo, overrides",
+    [
+        ("CartPole-v1", "grouped", testing_helpers.SCHEDULED),  # T and lr follow the budget
+        # a tanh-Gaussian, the observation normaliser, GAE's V and an adapting T (its own state)
+        ("Pendulum-v1", "err", dict(testing_helpers.SMOKE, target_entropy=-1.0, temp_lr=0.5)),
+    ],
+)
+def test_resume_continues_a_run_exactly(tmp_path, monkeypatch, env, algo, overrides):
+    cfg = config(env, algo, **{**overrides, "iterations": 5}, out=str(tmp_path / "run"))
     straight = train(cfg, tmp_path / "straight")
-    real_sample, calls = pa.sample_episodes, []
+    real_update, calls = pa.UPDATES[algo], []
 
     def interrupted_in_the_fourth(*args, **kwargs):  # after three whole iterations
-        calls.append(args[3] == cfg.group_size)  # training batches; evaluations use size 1
-        if sum(calls) == 4:
+        calls.append(1)
+        if len(calls) == 4:
             raise run_io.Interrupted
-        return real_sample(*args, **kwargs)
+        return real_update(*args, **kwargs)
 
-    monkeypatch.setattr(pa, "sample_episodes", interrupted_in_the_fourth)
+    monkeypatch.setitem(pa.UPDATES, algo, interrupted_in_the_fourth)
     stopped = train(cfg, tmp_path / "run")
     assert stopped["summary"]["error"] == "interrupted" and len(stopped["history"]) == 3
-    monkeypatch.setattr(pa, "sample_episodes", real_sample)
+    monkeypatch.undo()
     resumed_cfg = parsed_config(["--resume", cfg.out])
     resumed = train(resumed_cfg, tmp_path / "run")
     assert without_wall_time(resumed["history"]) == without_wall_time(straight["history"])
-    last = 0.8 * (0.1 / 0.8) ** (4 / 5)  # the 5th of 5 iterations trains 4/5 of the way
-    assert testing_helpers.recorded(resumed["history"])[-1] == pytest.approx(last, rel=1e-12)
+    assert resumed["summary"]["final_eval"] == straight["summary"]["final_eval"]
+    if algo == "grouped":
+        last = 0.8 * (0.1 / 0.8) ** (4 / 5)  # the 5th of 5 iterations trains 4/5 of the way
+        assert testing_helpers.recorded(resumed["history"])[-1] == pytest.approx(last, rel=1e-12)
+    else:  # T moved at every batch
+        assert len(set(testing_helpers.recorded(resumed["history"]))) == 5
 
 
 @pytest.mark.slow

@@ -152,6 +152,7 @@ def test_resume_with_a_larger_budget_is_accepted_when_t_adapts(tmp_path):
         ("CartPole-v1", 0.8, "0 to 0.693"),
         ("CartPole-v1", math.log(2), "0 to 0.693"),  # the uniform law: T = inf
         ("Pendulum-v1", 1.5, "-inf to 1.39"),  # torque in [-2, 2]: at most log 4
+        ("QuadraticBandit-v0", -4.0, "-3.58 to 3.42"),  # no bounds: -5 < log sigma < 2
     ],
 )
 def test_a_target_the_actions_cannot_reach_is_refused_before_anything_is_written(
