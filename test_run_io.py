@@ -410,15 +410,7 @@ def test_what_a_finished_run_needs_to_go_on(tmp_path, config_overrides, summary_
 def test_resume_continues_a_run_exactly(tmp_path, monkeypatch, env, algo, overrides):
     cfg = config(env, algo, **{**overrides, "iterations": 5}, out=str(tmp_path / "run"))
     straight = train(cfg, tmp_path / "straight")
-    real_update, calls = pa.UPDATES[algo], []
-
-    def interrupted_in_the_fourth(*args, **kwargs):  # after three whole iterations
-        calls.append(1)
-        if len(calls) == 4:
-            raise run_io.Interrupted
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setitem(pa.UPDATES, algo, interrupted_in_the_fourth)
+    testing_helpers.interrupt_in_update(monkeypatch, algo, 4)  # after three whole iterations
     stopped = train(cfg, tmp_path / "run")
     assert stopped["summary"]["error"] == "interrupted" and len(stopped["history"]) == 3
     monkeypatch.undo()

@@ -16,8 +16,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "bench"))
 import sweep  # noqa: E402
 
-import policy_annealing  # noqa: E402
-import run_io  # noqa: E402
+import testing_helpers  # noqa: E402
 from testing_helpers import SMOKE_ARGS, parsed_config, train, without_wall_time  # noqa: E402
 
 
@@ -133,19 +132,6 @@ def test_a_grid_runs_through_a_real_ray_cluster_and_a_rerun_skips_it(tmp_path):
         head.wait(timeout=120)
 
 
-def interrupt_in_update(monkeypatch, algo: str, number: int) -> None:
-    """Training is interrupted in its `number`th update (as Ctrl-C would)."""
-    real_update, calls = policy_annealing.UPDATES[algo], []
-
-    def update(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == number:
-            raise run_io.Interrupted
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setitem(policy_annealing.UPDATES, algo, update)
-
-
 @pytest.mark.slow
 def test_without_an_address_a_sweep_starts_its_own_ray_and_resumes_an_interrupted_run_exactly(
     tmp_path, monkeypatch
@@ -157,7 +143,7 @@ def test_without_an_address_a_sweep_starts_its_own_ray_and_resumes_an_interrupte
     out, extra = tmp_path / "sweep", [*SMOKE_ARGS, "--iterations", "3"]
     run = dict(env="CartPole-v1", algo="err", seed=0)
     run_argv = sweep.command(run, out, extra)[2:]  # what the sweep would start
-    interrupt_in_update(monkeypatch, "err", 3)
+    testing_helpers.interrupt_in_update(monkeypatch, "err", 3)
     stopped = train(parsed_config(run_argv), sweep.run_dir_of(out, run))
     assert stopped["summary"]["error"] == "interrupted" and len(stopped["history"]) == 2
     monkeypatch.undo()

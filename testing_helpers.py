@@ -1,8 +1,9 @@
-"""What test_policy_annealing.py and test_run_io.py share: a checked Config with fast evaluation
-settings, the smallest training run, and --validate as the command line runs it."""
+"""What the test files share: a checked Config with fast evaluation settings, the smallest
+training run, --validate as the command line runs it, and an interrupt in a chosen update."""
 
 import annealing_config
 import policy_annealing as pa
+import run_io
 
 
 def parsed_config(argv):
@@ -36,6 +37,19 @@ SMOKE_ARGS = (  # the smallest run on the command line
     "--iterations 1 --num-groups 2 --group-size 2 --optim-steps 1 --eval-episodes 2 --quiet"
 ).split() + ["--final-eval-episodes", "2", "--confirm-episodes", "2"]
 SCHEDULED = dict(SMOKE, temp_start=0.8, temp_end=0.1, lr_decay=True)  # T and lr both move
+
+
+def interrupt_in_update(monkeypatch, algo, number):
+    """Training is interrupted in its `number`th update (as Ctrl-C would): `number` - 1 kept."""
+    real_update, calls = pa.UPDATES[algo], []
+
+    def update(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == number:
+            raise run_io.Interrupted
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setitem(pa.UPDATES, algo, update)
 
 
 def recorded(history, key="temperature"):
