@@ -57,6 +57,7 @@ import importlib.metadata
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -367,14 +368,18 @@ class Evaluator(BaseCallback):
     past each multiple of eval_every env steps. Stops training at a confirmed solve (unless
     --keep-going) and when the training minutes are spent."""
 
-    def __init__(self, args, threshold, eval_every, write):
+    def __init__(self, args, threshold, eval_every, write, checkpoint=None):
         super().__init__()
         self.args, self.threshold, self.eval_every, self.write = args, threshold, eval_every, write
         self.history, self.crossings, self.solved = [], [], None
         self.next_eval, self.out_of_time, self.start, self.eval_time = eval_every, False, None, 0.0
+        # training and evaluation seconds of the sessions before a --resume
+        self.checkpoint, self.seconds_before, self.eval_time_before = checkpoint, 0.0, 0.0
 
     def training_seconds(self):
-        return 0.0 if self.start is None else time.perf_counter() - self.start - self.eval_time
+        if self.start is None:
+            return self.seconds_before
+        return self.seconds_before + time.perf_counter() - self.start - self.eval_time
 
     def _on_training_start(self):
         self.start, self.eval_time = time.perf_counter(), 0.0
@@ -382,9 +387,9 @@ class Evaluator(BaseCallback):
     def _on_rollout_start(self):
         steps = self.model.num_timesteps
         if steps > 0 and steps >= self.next_eval:
-            self.evaluate()
-            if self.eval_every:
+            if self.eval_every:  # before evaluate(), whose checkpoint saves it
                 self.next_eval = (steps // self.eval_every + 1) * self.eval_every
+            self.evaluate()
 
     def _on_step(self):
         minutes = self.args.max_minutes
@@ -403,7 +408,7 @@ class Evaluator(BaseCallback):
         record = {
             "iteration": stream,
             "env_steps": int(model.num_timesteps),
-            "wall_time": round(entered - self.start - self.eval_time, 4),
+            "wall_time": round(self.seconds_before + entered - self.start - self.eval_time, 4),
             "eval_return": float(
                 episodes(model, args.env, args.seed, stream, 1, EVAL_EPISODES, False).mean()
             ),
@@ -422,7 +427,59 @@ class Evaluator(BaseCallback):
                 self.solved = record
         self.history.append(record)
         self.write()
+        if self.checkpoint is not None:
+            self.checkpoint(self)
         self.eval_time += time.perf_counter() - entered
+
+
+def save_checkpoint(evaluator):
+    """Everything a --resume needs, written to checkpoint.tmp and then swapped in, so that a run
+    killed mid-write keeps its previous checkpoint."""
+    model, out = evaluator.model, Path(evaluator.args.out)
+    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save(tmp / "model.zip")
+    if hasattr(model, "replay_buffer"):
+        model.save_replay_buffer(tmp / "replay_buffer.pkl")
+    if isinstance(model.get_env(), VecNormalize):
+        model.get_env().save(str(tmp / "vecnormalize.pkl"))
+    state = {
+        "env_steps": int(model.num_timesteps),
+        "history": evaluator.history,
+        "crossings": evaluator.crossings,
+        "solved": evaluator.solved,
+        "next_eval": evaluator.next_eval,
+        "training_seconds": evaluator.seconds_before
+        + time.perf_counter()
+        - evaluator.start
+        - evaluator.eval_time,
+        "eval_seconds": evaluator.eval_time_before + evaluator.eval_time,
+    }
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(saved, args, model, env, evaluator):
+    """The model, its env and the evaluator's state as save_checkpoint left them."""
+    state = json.loads((saved / "state.json").read_text())
+    if isinstance(env, VecNormalize):
+        env = VecNormalize.load(str(saved / "vecnormalize.pkl"), env.venv)
+    model = ALGOS[args.algo].load(saved / "model.zip", env=env, device="cpu")
+    if hasattr(model, "replay_buffer"):
+        model.load_replay_buffer(saved / "replay_buffer.pkl")
+    model.set_random_seed(args.seed + state["env_steps"])
+    env.seed(args.seed + state["env_steps"])
+    evaluator.history[:] = state["history"]
+    evaluator.crossings[:] = state["crossings"]
+    evaluator.solved, evaluator.next_eval = state["solved"], state["next_eval"]
+    evaluator.seconds_before = state["training_seconds"]
+    evaluator.eval_time_before = state["eval_seconds"]
+    model._last_obs = None  # learn() then resets the new env instead of stepping it unreset
+    return model, env
 
 
 def main(argv=None):
@@ -450,7 +507,28 @@ def main(argv=None):
         action="store_true",
         help="train to the budget after a confirmed solve, evaluating (does it stay solved?)",
     )
+    parser.add_argument(
+        "--resumable",
+        action="store_true",
+        help="save a checkpoint in --out at every evaluation (model, optimisers, replay buffer, "
+        "VecNormalize statistics, history), so that --resume can continue the run",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (implies --resumable); the "
+        "continuation is reseeded with --seed plus the env steps done, so it is not bitwise the "
+        "uninterrupted run, and an episode in progress at the checkpoint is lost",
+    )
     args = parser.parse_args(argv)
+    args.resumable = args.resumable or args.resume
+    if args.resume and not (Path(args.out) / "checkpoint" / "state.json").is_file():
+        print(
+            f"peer_sb3.py: no checkpoint in {args.out}/checkpoint to resume; start the run with "
+            "--resumable",
+            file=sys.stderr,
+        )
+        return 2
     if args.env not in ZOO[args.algo]:
         print(
             f"peer_sb3.py: unsupported env '{args.env}' for --algo {args.algo}; the zoo "
@@ -503,7 +581,12 @@ def main(argv=None):
         env = VecNormalize(env, **norm)
     kwargs = model_kwargs(zoo, env.action_space)
     model = ALGOS[args.algo](zoo["policy"], env, seed=args.seed, device="cpu", verbose=0, **kwargs)
-    evaluator = Evaluator(args, threshold, eval_every, write)
+    saved = out / "checkpoint"
+    evaluator = Evaluator(
+        args, threshold, eval_every, write, save_checkpoint if args.resumable else None
+    )
+    if args.resume:
+        model, env = load_checkpoint(saved, args, model, env, evaluator)
     if budget is None:  # the schedules' progress: the training minutes spent
 
         def progress_by_minutes(num_timesteps, total_timesteps):
@@ -514,7 +597,12 @@ def main(argv=None):
     experiment["history"] = evaluator.history
     error = None
     try:
-        model.learn(total_timesteps=budget or 2**62, callback=evaluator)
+        done = model.num_timesteps
+        model.learn(
+            total_timesteps=(budget or 2**62) - done,
+            callback=evaluator,
+            reset_num_timesteps=not done,
+        )
     except KeyboardInterrupt:
         error = "interrupted"
     last, solved = (evaluator.history or [{}])[-1], evaluator.solved
@@ -528,7 +616,7 @@ def main(argv=None):
         "iterations": len(evaluator.history),
         "env_steps": last.get("env_steps", 0),
         "wall_time": last.get("wall_time", 0.0),
-        "eval_time": round(evaluator.eval_time, 4),
+        "eval_time": round(evaluator.eval_time_before + evaluator.eval_time, 4),
         "stopped_by": stopped_by,
         "solved_iteration": solved["iteration"] if solved else None,
         "solved_env_steps": solved["env_steps"] if solved else None,
