@@ -186,7 +186,7 @@ def test_a_rerun_with_other_options_into_the_same_out_is_refused(capsys, tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]
 
 
-def test_a_peer_runs_on_our_budget_and_stopping_rule_and_starts_again_if_interrupted(
+def test_a_peer_runs_on_our_budget_and_stopping_rule_and_resumes_its_checkpoint(
     tmp_path, monkeypatch
 ):
     monkeypatch.setattr(sweep, "PEER_PYTHON", Path(sys.executable))  # a fresh clone has no venv
@@ -199,17 +199,21 @@ def test_a_peer_runs_on_our_budget_and_stopping_rule_and_starts_again_if_interru
     assert pendulum[:2] == [str(sweep.PEER_PYTHON), "bench/peer_sb3.py"]
     out = str(tmp_path / "Pendulum-v1-sb3-ppo-s7")
     assert pendulum[2:] == ["--algo", "ppo", "--env", "Pendulum-v1", "--seed", "7", "--out", out,
-                            "--max-env-steps", "100000"]  # fmt: skip
+                            "--max-env-steps", "100000", "--resumable"]  # fmt: skip
     cartpole = peer("CartPole-v1", ["--max-env-steps", "5000"])  # CartPole's runs go on after it
-    assert cartpole[-3:] == ["--max-env-steps", "5000", "--keep-going"]
+    assert cartpole[-4:-1] == ["--max-env-steps", "5000", "--keep-going"]
     assert "--keep-going" not in peer("CartPole-v1", ["--stop-when-solved"])
-    assert peer("LunarLander-v3", [])[-2:] == ["--max-minutes", "30.0"]
+    assert peer("LunarLander-v3", [])[-3:-1] == ["--max-minutes", "30.0"]
     # grouped's own option is ours alone; the peer takes grouped's budget
-    assert peer("CartPole-v1", ["--trust-region", "0"], like="grouped")[-1] == "--keep-going"
+    assert peer("CartPole-v1", ["--trust-region", "0"], like="grouped")[-2] == "--keep-going"
     sweep.check_options(["CartPole-v1"], ["grouped", "sb3-ppo"], ["--trust-region", "0"])
     run_dir = tmp_path / "CartPole-v1-sb3-ppo-s7"
+    cartpole_again = peer("CartPole-v1", [])
     write_run(run_dir, {"stopped_by": "interrupted"}, history=[{"iteration": 1}], checkpoint=False)
-    assert peer("CartPole-v1", [])[1] == "bench/peer_sb3.py"  # not --resume: starts again
+    assert peer("CartPole-v1", []) == cartpole_again  # no checkpoint: it starts again
+    (run_dir / "checkpoint").mkdir()
+    (run_dir / "checkpoint" / "state.json").write_text("{}")
+    assert peer("CartPole-v1", []) == cartpole_again + ["--resume"]
     (run_dir / "experiment.json").write_text(json.dumps({"summary": {"stopped_by": "solved"}}))
     assert peer("CartPole-v1", []) is None
 

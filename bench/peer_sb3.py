@@ -30,6 +30,13 @@ the mean (SAC), the argmax (discrete). Where the zoo sets `normalize` (VecNormal
 sees observations normalised by the training statistics of that moment, frozen, and returns are the
 env's raw rewards.
 
+Resuming: with --resumable a checkpoint (model and optimisers, SAC's replay buffer, VecNormalize's
+statistics, the history) replaces the last one at every evaluation, and --resume continues from it
+with the env reset and the RNGs reseeded with --seed plus the env steps done (SB3 cannot restore
+its envs' RNGs), so a resumed run is not bitwise the uninterrupted one; training seconds add up
+across sessions. bench/sweep.py passes --resumable to every peer and --resume to an interrupted
+one: SAC's 1M MuJoCo steps take ~3 hours here.
+
 Budget: the zoo's n_timesteps, unless --max-env-steps and/or --max-minutes (training time) are
 given; a run stops at the first budget spent. The zoo's `lin_X` schedules (SimpleLinearSchedule,
 progress_remaining * X: X falling linearly to 0) run over the env-step budget, or over the

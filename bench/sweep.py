@@ -19,8 +19,9 @@ the grid has finished, 1 if not, 2 on bad input.
 settings, run by .venv-peer's Python (`make -f bench/Makefile .venv-peer/.installed`).  It runs on
 the budget and stopping rule that the options after -- give policy_annealing.py on that env (its
 --max-env-steps, --max-minutes, --stop-when-solved with the per-env defaults; the zoo's budget if
-neither budget is set); the other options are ours alone.  A peer cannot resume: an interrupted one
-starts again.
+neither budget is set); the other options are ours alone.  A peer saves a checkpoint at each of
+its evaluations (--resumable), and an interrupted one resumes from the last (--resume: reseeded,
+so not bitwise the uninterrupted run, as ours are); one killed before its first starts again.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def run_state(run_dir: Path) -> str:
         return "finished"
     if stopped_by == "error":
         return "failed"
-    kept = record.get("history") and (run_dir / "checkpoint.pt").is_file()
+    checkpoint = run_dir / "checkpoint.pt", run_dir / "checkpoint" / "state.json"  # ours, a peer's
+    kept = record.get("history") and any(path.is_file() for path in checkpoint)
     return "interrupted" if kept else "new"  # killed mid-write, or before a first iteration
 
 
@@ -93,10 +95,10 @@ def command(run: dict, out: Path, extra: list[str]) -> list[str] | None:
     state = run_state(run_dir)
     if state in ("finished", "failed"):
         return None
+    if run["algo"] in PEERS:
+        return peer_command(run, run_dir, extra) + (["--resume"] if state == "interrupted" else [])
     if state == "interrupted":
         return [sys.executable, "policy_annealing.py", "--resume", str(run_dir), "--quiet"]
-    if run["algo"] in PEERS:
-        return peer_command(run, run_dir, extra)
     grid_cell = ["--env", run["env"], "--algo", run["algo"], "--seed", str(run["seed"])]
     own = ["--out", str(run_dir), "--overwrite", "--quiet"]
     return [sys.executable, "policy_annealing.py", *grid_cell, *extra, *own]
@@ -104,7 +106,7 @@ def command(run: dict, out: Path, extra: list[str]) -> list[str] | None:
 
 def peer_command(run: dict, run_dir: Path, extra: list[str]) -> list[str]:
     """bench/peer_sb3.py on the budget and stopping rule that our runs of this env (the grid's
-    algo run["like"]) have with `extra`; an interrupted peer starts again (it has no checkpoint)."""
+    algo run["like"]) have with `extra`, saving a checkpoint at each evaluation (--resumable)."""
     ours_argv = ["--env", run["env"], "--algo", run.get("like", "err"), *extra]
     ours = annealing_config.parse_command_line(ours_argv)
     budget = ["--max-env-steps", str(ours.max_env_steps)] if ours.max_env_steps else []
@@ -112,7 +114,7 @@ def peer_command(run: dict, run_dir: Path, extra: list[str]) -> list[str]:
     budget += [] if ours.stop_when_solved else ["--keep-going"]
     peer = ["--algo", run["algo"].removeprefix("sb3-"), "--env", run["env"]]
     return [str(PEER_PYTHON), "bench/peer_sb3.py", *peer, "--seed", str(run["seed"]),
-            "--out", str(run_dir), *budget]  # fmt: skip
+            "--out", str(run_dir), *budget, "--resumable"]  # fmt: skip
 
 
 def like(algos: list[str]) -> str:
