@@ -393,7 +393,9 @@ class Evaluator(BaseCallback):
 
     def _on_rollout_start(self):
         steps = self.model.num_timesteps
-        if steps > 0 and steps >= self.next_eval:
+        # (not again at the steps of the last record: a resumed run's first rollout starts there)
+        repeat = bool(self.history) and self.history[-1]["env_steps"] == steps
+        if steps > 0 and steps >= self.next_eval and not repeat:
             if self.eval_every:  # before evaluate(), whose checkpoint saves it
                 self.next_eval = (steps // self.eval_every + 1) * self.eval_every
             self.evaluate()
@@ -435,18 +437,42 @@ class Evaluator(BaseCallback):
         self.history.append(record)
         self.write()
         if self.checkpoint is not None:
-            self.checkpoint(self)
+            self.checkpoint(
+                self, self.seconds_before + entered - self.start - self.eval_time, entered
+            )
         self.eval_time += time.perf_counter() - entered
 
 
-def save_checkpoint(evaluator):
+def checkpoints(out):
+    """The checkpoint directories of a run, newest first: a kill between save_checkpoint's two
+    renames leaves no checkpoint/ but a complete checkpoint.tmp (state.json is written last)."""
+    return [out / "checkpoint", out / "checkpoint.tmp", out / "checkpoint.old"]
+
+
+def latest_checkpoint(out):
+    """The newest complete checkpoint directory of a run, or None."""
+    for saved in checkpoints(out):
+        try:
+            json.loads((saved / "state.json").read_text())
+            return saved
+        except (OSError, ValueError):  # absent, or killed while state.json was written
+            continue
+    return None
+
+
+def save_checkpoint(evaluator, trained, entered):
     """Everything a --resume needs, written to checkpoint.tmp and then swapped in, so that a run
-    killed mid-write keeps its previous checkpoint."""
+    killed at any point keeps a complete checkpoint (latest_checkpoint finds it). `trained`: the
+    training seconds at the evaluation; `entered`: when the evaluation began."""
     model, out = evaluator.model, Path(evaluator.args.out)
-    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
+    final, tmp, old = checkpoints(out)
+    if latest_checkpoint(out) == tmp:  # killed between the renames: keep tmp, the newest, as final
+        os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)  # left if killed before its removal: os.replace needs
+    shutil.rmtree(tmp, ignore_errors=True)  # an empty or absent target
     tmp.mkdir()
-    model.save(tmp / "model.zip")
+    # without the minutes' progress closure, which would pickle the evaluator and model with it
+    model.save(tmp / "model.zip", exclude=["_update_current_progress_remaining"])
     if hasattr(model, "replay_buffer"):
         model.save_replay_buffer(tmp / "replay_buffer.pkl")
     if isinstance(model.get_env(), VecNormalize):
@@ -457,11 +483,11 @@ def save_checkpoint(evaluator):
         "crossings": evaluator.crossings,
         "solved": evaluator.solved,
         "next_eval": evaluator.next_eval,
-        "training_seconds": evaluator.seconds_before
+        "training_seconds": trained,
+        "eval_seconds": evaluator.eval_time_before
+        + evaluator.eval_time
         + time.perf_counter()
-        - evaluator.start
-        - evaluator.eval_time,
-        "eval_seconds": evaluator.eval_time_before + evaluator.eval_time,
+        - entered,
     }
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     if final.exists():
@@ -485,7 +511,6 @@ def load_checkpoint(saved, args, model, env, evaluator):
     evaluator.solved, evaluator.next_eval = state["solved"], state["next_eval"]
     evaluator.seconds_before = state["training_seconds"]
     evaluator.eval_time_before = state["eval_seconds"]
-    model._last_obs = None  # learn() then resets the new env instead of stepping it unreset
     return model, env
 
 
@@ -529,7 +554,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     args.resumable = args.resumable or args.resume
-    if args.resume and not (Path(args.out) / "checkpoint" / "state.json").is_file():
+    if args.resume and latest_checkpoint(Path(args.out)) is None:
         print(
             f"peer_sb3.py: no checkpoint in {args.out}/checkpoint to resume; start the run with "
             "--resumable",
@@ -588,12 +613,11 @@ def main(argv=None):
         env = VecNormalize(env, **norm)
     kwargs = model_kwargs(zoo, env.action_space)
     model = ALGOS[args.algo](zoo["policy"], env, seed=args.seed, device="cpu", verbose=0, **kwargs)
-    saved = out / "checkpoint"
     evaluator = Evaluator(
         args, threshold, eval_every, write, save_checkpoint if args.resumable else None
     )
     if args.resume:
-        model, env = load_checkpoint(saved, args, model, env, evaluator)
+        model, env = load_checkpoint(latest_checkpoint(out), args, model, env, evaluator)
     if budget is None:  # the schedules' progress: the training minutes spent
 
         def progress_by_minutes(num_timesteps, total_timesteps):
@@ -633,6 +657,8 @@ def main(argv=None):
         "error": error,
     }
     if error is None:
+        for saved in checkpoints(out):  # a finished run has nothing to resume (SAC's: ~100 MB)
+            shutil.rmtree(saved, ignore_errors=True)
         model.policy.set_training_mode(False)
         summary["final_eval"] = {}
         for mode in ("sampled", "greedy"):

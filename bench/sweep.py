@@ -80,8 +80,9 @@ def run_state(run_dir: Path) -> str:
         return "finished"
     if stopped_by == "error":
         return "failed"
-    checkpoint = run_dir / "checkpoint.pt", run_dir / "checkpoint" / "state.json"  # ours, a peer's
-    kept = record.get("history") and any(path.is_file() for path in checkpoint)
+    # ours: checkpoint.pt; a peer's: checkpoint/ (or .tmp, .old: peer_sb3.latest_checkpoint)
+    peer_saved = any(run_dir.glob("checkpoint*/state.json"))
+    kept = record.get("history") and ((run_dir / "checkpoint.pt").is_file() or peer_saved)
     return "interrupted" if kept else "new"  # killed mid-write, or before a first iteration
 
 
