@@ -258,7 +258,7 @@ DEFAULTS = {
     "Tree-v0/value": dict(num_groups=16, group_size=1, iterations=80),
     "Tree-v0/err": dict(baseline="group", group_size=32, optim_steps=4, minibatches=1, lr=3e-3,
                         iterations=80),
-    # MuJoCo (gymnasium[mujoco]): 1M env steps, 3 to 9 minutes of training here, evaluating every
+    # MuJoCo (gymnasium[mujoco]): 1M env steps, 3 to 10 minutes of training here, evaluating every
     # 25 batches on 10 episodes (an episode is up to 1,000 steps: 32 every 5 tripled the time).
     **{env_id: dict(iterations=1_000_000, max_env_steps=1_000_000, eval_every=25, eval_episodes=10)
        for env_id in MUJOCO},
