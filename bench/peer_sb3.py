@@ -414,10 +414,11 @@ class Evaluator(BaseCallback):
         entered = time.perf_counter()
         args, model, stream = self.args, self.model, len(self.history) + 1
         model.policy.set_training_mode(False)
+        trained = self.seconds_before + entered - self.start - self.eval_time
         record = {
             "iteration": stream,
             "env_steps": int(model.num_timesteps),
-            "wall_time": round(self.seconds_before + entered - self.start - self.eval_time, 4),
+            "wall_time": round(trained, 4),
             "eval_return": float(
                 episodes(model, args.env, args.seed, stream, 1, EVAL_EPISODES, False).mean()
             ),
@@ -437,9 +438,7 @@ class Evaluator(BaseCallback):
         self.history.append(record)
         self.write()
         if self.checkpoint is not None:
-            self.checkpoint(
-                self, self.seconds_before + entered - self.start - self.eval_time, entered
-            )
+            self.checkpoint(self, trained, entered)
         self.eval_time += time.perf_counter() - entered
 
 
