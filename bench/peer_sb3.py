@@ -383,19 +383,23 @@ class Evaluator(BaseCallback):
         # training and evaluation seconds of the sessions before a --resume
         self.checkpoint, self.seconds_before, self.eval_time_before = checkpoint, 0.0, 0.0
 
-    def training_seconds(self):
+    def training_seconds(self, now=None):
+        """Seconds of sampling and updates up to `now` (perf_counter; default: this moment)."""
         if self.start is None:
             return self.seconds_before
-        return self.seconds_before + time.perf_counter() - self.start - self.eval_time
+        now = time.perf_counter() if now is None else now
+        return self.seconds_before + now - self.start - self.eval_time
+
+    def evaluated_here(self):
+        """Whether the last record is at the present env step (a resumed run starts there)."""
+        return bool(self.history) and self.history[-1]["env_steps"] == self.model.num_timesteps
 
     def _on_training_start(self):
         self.start, self.eval_time = time.perf_counter(), 0.0
 
     def _on_rollout_start(self):
         steps = self.model.num_timesteps
-        # (not again at the steps of the last record: a resumed run's first rollout starts there)
-        repeat = bool(self.history) and self.history[-1]["env_steps"] == steps
-        if steps > 0 and steps >= self.next_eval and not repeat:
+        if steps > 0 and steps >= self.next_eval and not self.evaluated_here():
             if self.eval_every:  # before evaluate(), whose checkpoint saves it
                 self.next_eval = (steps // self.eval_every + 1) * self.eval_every
             self.evaluate()
@@ -406,15 +410,14 @@ class Evaluator(BaseCallback):
         return not self.out_of_time and (self.solved is None or self.args.keep_going)
 
     def _on_training_end(self):
-        last = self.history[-1]["env_steps"] if self.history else None
-        if (self.solved is None or self.args.keep_going) and last != self.model.num_timesteps:
+        if (self.solved is None or self.args.keep_going) and not self.evaluated_here():
             self.evaluate()
 
     def evaluate(self):
         entered = time.perf_counter()
         args, model, stream = self.args, self.model, len(self.history) + 1
         model.policy.set_training_mode(False)
-        trained = self.seconds_before + entered - self.start - self.eval_time
+        trained = self.training_seconds(entered)
         record = {
             "iteration": stream,
             "env_steps": int(model.num_timesteps),
