@@ -50,6 +50,8 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
     shown in a window (--render human) or recorded into video_dir/videos (--render video)."""
     mode = {"human": "human", "video": "rgb_array"}.get(cfg.render) if video_dir else None
     spec = env_spec(cfg.env)
+    if "mujoco" in str(spec.entry_point):
+        warn_once_per_mujoco_warning()
     try:
         env = gym.make(cfg.env, **cfg.env_kwargs)
     except TypeError as error:  # gym.make's answer to a keyword the env does not take, or a value
@@ -83,6 +85,24 @@ def make_env(cfg, video_dir: Path | None = None) -> gym.Env:
         except gym.error.DependencyNotInstalled as error:
             raise UserError(f"--render video: {error}") from None
     return env
+
+
+MUJOCO_WARNINGS: set[str] = set()  # those shown, once each
+
+
+def warn_once_per_mujoco_warning() -> None:
+    """MuJoCo's C library prints a warning each time it compiles a model that has one (4.x: the
+    'settotalmass' of gymnasium's HalfCheetah XML), and appends it to MUJOCO_LOG.TXT in the
+    working directory: a run makes 115 envs, so 115 lines at its start and a file left behind.
+    Its Python hook replaces both: each distinct warning once on stderr, nothing on disk."""
+    import mujoco  # only for envs that need it (gymnasium's MuJoCo envs import it anyway)
+
+    def warn(message: str) -> None:
+        if message not in MUJOCO_WARNINGS:
+            MUJOCO_WARNINGS.add(message)
+            print(f"MuJoCo: {message}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(warn)
 
 
 def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:

@@ -218,6 +218,19 @@ def test_bad_checkpoints_give_one_clear_line(capsys, tmp_path, cartpole_run):
     assert code == 0
 
 
+def test_a_mujoco_warning_is_one_line_on_stderr_and_no_log_file(capfd, tmp_path, monkeypatch):
+    """MuJoCo 4 warns at each HalfCheetah-v5 it compiles and appends to MUJOCO_LOG.TXT in the
+    working directory: a run's 115 envs gave 115 lines and a file left behind."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run_io, "MUJOCO_WARNINGS", set())  # as in a fresh process
+    cfg = pa.make_config("HalfCheetah-v5", "err")
+    for _ in range(3):
+        run_io.make_env(cfg).close()
+    captured = capfd.readouterr()
+    assert (captured.out + captured.err).count("settotalmass") == 1
+    assert captured.err.startswith("MuJoCo: ") and not list(tmp_path.iterdir())
+
+
 def test_load_model_takes_the_checkpoint_of_a_run_directory(capsys, tmp_path, cartpole_run):
     """--load-model runs/X: the checkpoint.pt inside, for --validate and a warm start alike, as
     --help says; a directory without one is one line."""

@@ -212,6 +212,11 @@ def test_a_peer_runs_on_our_budget_and_stopping_rule_and_resumes_its_checkpoint(
     write_run(run_dir, {"stopped_by": "interrupted"}, history=[{"iteration": 1}], checkpoint=False)
     assert peer("CartPole-v1", []) == cartpole_again  # no checkpoint: it starts again
     (run_dir / "checkpoint").mkdir()
+    (run_dir / "checkpoint" / "state.json").write_text('{"trained')  # killed while writing it
+    assert peer("CartPole-v1", []) == cartpole_again  # the peer would refuse --resume: start again
+    (run_dir / "checkpoint.tmp").mkdir()  # killed between save_checkpoint's renames
+    (run_dir / "checkpoint.tmp" / "state.json").write_text("{}")
+    assert peer("CartPole-v1", []) == cartpole_again + ["--resume"]
     (run_dir / "checkpoint" / "state.json").write_text("{}")
     assert peer("CartPole-v1", []) == cartpole_again + ["--resume"]
     (run_dir / "experiment.json").write_text(json.dumps({"summary": {"stopped_by": "solved"}}))

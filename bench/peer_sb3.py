@@ -72,6 +72,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from peer_checkpoint import checkpoints, latest_checkpoint  # sweep.py judges by the same rule
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -443,23 +444,6 @@ class Evaluator(BaseCallback):
         if self.checkpoint is not None:
             self.checkpoint(self, trained, entered)
         self.eval_time += time.perf_counter() - entered
-
-
-def checkpoints(out):
-    """The checkpoint directories of a run, newest first: a kill between save_checkpoint's two
-    renames leaves no checkpoint/ but a complete checkpoint.tmp (state.json is written last)."""
-    return [out / "checkpoint", out / "checkpoint.tmp", out / "checkpoint.old"]
-
-
-def latest_checkpoint(out):
-    """The newest complete checkpoint directory of a run, or None."""
-    for saved in checkpoints(out):
-        try:
-            json.loads((saved / "state.json").read_text())
-            return saved
-        except (OSError, ValueError):  # absent, or killed while state.json was written
-            continue
-    return None
 
 
 def save_checkpoint(evaluator, trained, entered):

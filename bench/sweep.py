@@ -35,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from peer_checkpoint import latest_checkpoint  # noqa: E402  (the peer's own rule)
+
 import annealing_config  # noqa: E402
 import policy_annealing  # noqa: E402, F401  (registers Tree-v0, GridWorld-v0, QuadraticBandit-v0)
 import run_io  # noqa: E402
@@ -80,8 +82,8 @@ def run_state(run_dir: Path) -> str:
         return "finished"
     if stopped_by == "error":
         return "failed"
-    # ours: checkpoint.pt; a peer's: checkpoint/ (or .tmp, .old: peer_sb3.latest_checkpoint)
-    peer_saved = any(run_dir.glob("checkpoint*/state.json"))
+    # ours: checkpoint.pt; a peer's: a complete checkpoint/ (or .tmp, .old), as the peer judges it
+    peer_saved = latest_checkpoint(run_dir) is not None
     kept = record.get("history") and ((run_dir / "checkpoint.pt").is_file() or peer_saved)
     return "interrupted" if kept else "new"  # killed mid-write, or before a first iteration
 
