@@ -322,9 +322,9 @@ class GaussianHead:
         return mean, bounded_log_std(raw)
 
     def density(self, mean: Tensor, log_std: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """log pi(a|s) of the action of the Gaussian sample u, and H(pi(.|s)).  When squashed,
-        H(a) = H(u) + E log |da/du|, estimated at u reparameterised (mean + sigma * its fixed
-        noise), so that its gradient reaches mean and sigma.  (..., action_dim) -> (...)."""
+        """log pi(a|s) of the Gaussian sample u's action, and H(pi(.|s)): (..., dim) -> (...).
+        Squashed: H(a) = H(u) + E log |da/du| at u reparameterised (mean + sigma * its noise, the
+        behaviour policy's: later PPO epochs bias it a little), so its gradient reaches both."""
         log_prob, entropy = gaussian_log_density(u, mean, log_std), gaussian_entropy(log_std)
         if self.half_range is None:
             return log_prob, entropy

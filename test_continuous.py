@@ -214,6 +214,25 @@ def test_a_squashed_policys_entropy_is_the_actions_differential_entropy_on_the_b
     assert -log_probs.mean().item() == pytest.approx(exact, abs=0.01)
 
 
+def test_a_squashed_policys_entropy_gradient_is_the_exact_entropys():
+    """d H(a) / d(mean, log sigma) from the head's sampled estimate equals the gradient of the
+    exact integral (--entropy-bonus on a Box follows it): u fixed instead of reparameterised
+    gives the same value and a wrong gradient (none to the mean, 1 to log sigma)."""
+    head = pa.GaussianHead(gym.spaces.Box(0.0, 1.0, (1,)))
+    mean = torch.tensor([0.7], dtype=F64, requires_grad=True)
+    log_std = torch.tensor([0.3], dtype=F64, requires_grad=True)
+    actions = torch.linspace(0, 1, 200_001, dtype=F64)[1:-1, None]
+    log_pi = head.density(mean, log_std, torch.atanh((actions - 0.5) / 0.5))[0]
+    exact = -torch.trapezoid(log_pi.exp() * log_pi, actions[:, 0])
+    wanted = torch.cat(torch.autograd.grad(exact, (mean, log_std)))
+    noise = torch.randn(400_000, 1, generator=torch.Generator().manual_seed(0), dtype=F64)
+    u = (mean + log_std.exp() * noise).detach()  # as the sampler stores it
+    estimate = head.density(mean, log_std, u)[1].mean()
+    got = torch.cat(torch.autograd.grad(estimate, (mean, log_std)))
+    assert wanted.abs().min() > 0.5  # both partials far from 0 and from 1: the test tells
+    assert torch.allclose(got, wanted, atol=0.02)  # the estimate's gradient from u's
+
+
 # ---- every loss vanishes at the exact law, and only there ----------------------------------------
 
 

@@ -485,6 +485,28 @@ def test_value_loss_matches_a_step_by_step_path_consistency(seed, gamma, tempera
     assert loss == pytest.approx(np.mean(np.square(residuals)), rel=1e-9)
 
 
+@pytest.mark.parametrize("path_length", [0, 1, 3])
+def test_value_loss_gradient_reaches_every_value_of_the_path_as_the_step_by_step_one(path_length):
+    """Off the optimum, V's gradient is that of the step-by-step residuals, the bootstrap
+    V(s_{t+m}) included (PCL trains V at both ends of a path; a detached end value passes
+    every test that checks only the loss or the optimum, where the gradient is 0 anyway)."""
+    generator = torch.Generator().manual_seed(path_length)
+    rewards = torch.randn(3, 2, 6, generator=generator, dtype=torch.float64)  # (G, K, steps)
+    lengths = torch.tensor([[6, 4], [5, 6], [2, 6]])
+    mask = torch.arange(6) < lengths[..., None]
+    log_probs = -torch.rand(3, 2, 6, generator=generator, dtype=torch.float64)
+    values = torch.randn(3, 2, 7, generator=generator, dtype=torch.float64).requires_grad_()
+    terminated = torch.tensor([[True, False], [True, True], [False, True]])
+    loss = pa.value_loss(rewards, log_probs, values, mask, terminated, 0.3, 0.9, path_length)
+    got = torch.autograd.grad(loss, values)[0]
+    flat = [x.reshape(6, -1) for x in (rewards, log_probs, values)]  # (episodes, steps)
+    residuals = step_by_step_residuals(
+        *flat, lengths.flatten(), terminated.flatten(), 0.3, 0.9, path_length
+    )
+    wanted = torch.autograd.grad(torch.stack(residuals).square().mean(), values)[0]
+    assert torch.allclose(got, wanted, rtol=1e-10, atol=1e-12)
+
+
 def test_value_loss_finite_at_extremes():
     env = tree_env.TreeEnv(4, 3, 7, 0.3)
     for temperature in (1e-3, 1e3):
