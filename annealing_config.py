@@ -200,7 +200,10 @@ DEFAULTS = {
     # evaluations at 475 or more than T 0.5 (docs/experiments.md).
     "CartPole-v1/value": dict(policy_steps=5, lr=5e-4, value_lr=3e-3, temp_start=0.2,
                               temp_end=0.2),
-    "CartPole-v1/err": dict(num_groups=4, lr=2e-3),
+    # CartPole err: T cooled 0.05 -> 0.0005 over the 100 iterations. Held at 0.05, -T log pi
+    # widens a solved policy until it fails (all returns equal at 500): it stayed solved on 4 of
+    # tuning seeds 10-29, cooled on 12 of the 20, and solves about as soon (docs/experiments.md)
+    "CartPole-v1/err": dict(num_groups=4, lr=2e-3, temp_end=0.0005),
     # LunarLander: the plain command runs until a confirmed landing or 30 minutes of training.
     "LunarLander-v3": dict(iterations=1_000_000, stop_when_solved=True, max_minutes=30.0,
                            temp_start=0.1, temp_end=0.1, lr=5e-4),
