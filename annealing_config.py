@@ -93,6 +93,9 @@ class Config:
     trust_region: float = option(0.05, "grouped: nats per episode step a batch may move (0: off)",
                                  algos=("grouped",))  # fmt: skip
     ppo_clip: float = option(0.2, "err: PPO's ratio clip", must="a positive number", algos=("err",))
+    target_kl: float = option(0.0, "err: end a batch's epochs once the approximate KL from the "
+                              "behaviour policy passes 1.5x this, nats a step (SB3's; 0: off)",
+                              must="a finite number >= 0", algos=("err",))  # fmt: skip
     gamma: float = option(0.99, "discount (value, err)", must="in (0, 1]", algos=("value", "err"))
     gae_lambda: float = option(0.95, "err: GAE lambda", must="in [0, 1]", algos=("err",))
     path_length: int = option(

@@ -97,9 +97,8 @@ def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, values, 0).sum(-1)
 
 
-def trajectory_value(
-    rewards: Tensor, log_probs: Tensor, mask: Tensor, temperature: float
-) -> Tensor:
+def trajectory_value(rewards: Tensor, log_probs: Tensor, mask: Tensor,
+                     temperature: float) -> Tensor:  # fmt: skip
     """V' = sum_t (R_t - T log p_t) over real steps. (..., steps) -> (...)."""
     return masked_sum(err_rewards(rewards, torch.where(mask, log_probs, 0), temperature), mask)
 
@@ -132,9 +131,8 @@ def grouped_loss(rewards: Tensor, log_probs: Tensor, mask: Tensor, temperature: 
     return deviation.square().mean()
 
 
-def trust_region_targets(
-    log_prob_sums: Tensor, reward_sums: Tensor, lengths: Tensor, temperature: float, clip_eps: float
-) -> Tensor:
+def trust_region_targets(log_prob_sums: Tensor, reward_sums: Tensor, lengths: Tensor,
+                         temperature: float, clip_eps: float) -> Tensor:  # fmt: skip
     """Targets for sum_t log p of each trajectory: the current log-probs moved toward R/T, the
     group's step shrunk so that no member's centred log-prob moves more than clip_eps nats per
     step of its episode (clip_eps * length).  (G, K) each -> (G, K).
@@ -212,9 +210,8 @@ def soft_advantages(rewards: Tensor, behaviour_log_probs: Tensor, values: Tensor
     return advantages, advantages + values[..., :steps]
 
 
-def group_advantages(
-    rewards: Tensor, behaviour_log_probs: Tensor, mask: Tensor, temperature: float
-) -> Tensor:
+def group_advantages(rewards: Tensor, behaviour_log_probs: Tensor, mask: Tensor,
+                     temperature: float) -> Tensor:  # fmt: skip
     """V' - group mean of V', the same for every step of a trajectory (GRPO-style baseline).
     (num_groups, group_size, steps) -> (num_groups, group_size, steps).  Exactly 0 when
     log p = R/T + c: then V' = -T c for the whole group."""
@@ -222,19 +219,23 @@ def group_advantages(
     return (value - value.mean(dim=1, keepdim=True))[..., None].expand(mask.shape)
 
 
-def clipped_policy_loss(
-    log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, clip_eps: float
-) -> Tensor:
+def clipped_policy_loss(log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor,
+                        clip_eps: float) -> Tensor:  # fmt: skip
     """PPO's clipped surrogate, negated for minimisation. (n,) -> scalar."""
     ratio = (log_probs - old_log_probs).exp()
     clipped = ratio.clamp(1 - clip_eps, 1 + clip_eps)
     return -torch.minimum(ratio * advantages, clipped * advantages).mean()
 
 
+def approximate_kl(log_probs: Tensor, old_log_probs: Tensor) -> Tensor:
+    """KL(behaviour || pi) on behaviour's samples by k3, E[r - 1 - log r], r = pi/behaviour. (n,)"""
+    log_ratio = log_probs - old_log_probs
+    return (log_ratio.exp() - 1 - log_ratio).mean()
+
+
 # ==== 3. The policy: observation normaliser, action heads, agent; the seed-grouped sampler =======
-def mlp(
-    in_dim: int, out_dim: int, hidden: int, out_gain: float, generator: Generator
-) -> nn.Sequential:
+def mlp(in_dim: int, out_dim: int, hidden: int, out_gain: float,
+        generator: Generator) -> nn.Sequential:  # fmt: skip
     linears = [nn.Linear(in_dim, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, out_dim)]
     for layer, gain in zip(linears, [math.sqrt(2), math.sqrt(2), out_gain], strict=True):
         nn.init.orthogonal_(layer.weight, gain, generator=generator)
@@ -466,9 +467,8 @@ def optimizer_step(optimizer: Optimizer, loss: Tensor, params: list, max_grad_no
     optimizer.step()
 
 
-def update_grouped(
-    agent: Agent, optim: Optimizer, batch: Batch, temperature: float, cfg: Config, rng: Generator
-) -> float:
+def update_grouped(agent: Agent, optim: Optimizer, batch: Batch, temperature: float, cfg: Config,
+                   rng: Generator) -> float:  # fmt: skip
     """--optim-steps full-batch steps on grouped_loss or its trust-region form; the first loss."""
     params, rewards, mask = list(agent.parameters()), batch.rewards, batch.mask
     first_loss = targets = None
@@ -487,9 +487,8 @@ def update_grouped(
     return first_loss
 
 
-def update_value(
-    agent: Agent, optim: Optimizer, batch: Batch, temperature: float, cfg: Config, rng: Generator
-) -> float:
+def update_value(agent: Agent, optim: Optimizer, batch: Batch, temperature: float, cfg: Config,
+                 rng: Generator) -> float:  # fmt: skip
     """--optim-steps full-batch steps on value_loss.  V takes every step; the policy only the last
     --policy-steps of them (0: every step), so that V first absorbs the part of the residuals
     that is its own error, and the policy then moves by a few steps, not by a full fit."""
@@ -509,9 +508,8 @@ def update_value(
     return first_loss
 
 
-def update_err(
-    agent: Agent, optim: Optimizer, batch: Batch, temperature: float, cfg: Config, rng: Generator
-) -> float:
+def update_err(agent: Agent, optim: Optimizer, batch: Batch, temperature: float, cfg: Config,
+               rng: Generator) -> float:  # fmt: skip
     """PPO on the ERR rewards R - T log p_behaviour: --optim-steps epochs of --minibatches.
     T = 0 is plain PPO; --entropy-bonus adds the usual c * H(pi) to the objective."""
     params = list(agent.parameters())
@@ -529,10 +527,12 @@ def update_err(
     soft_returns = soft_returns[mask] if soft_returns is not None else None
     # No division by the advantages' std, as PPO usually does: near the Boltzmann policy the ERR
     # advantages shrink to 0, and rescaling them to unit std would keep the policy moving forever.
-    losses = []
+    losses, stop_kl = [], 1.5 * cfg.target_kl or math.inf  # --target-kl, as SB3's PPO
     for _ in range(cfg.optim_steps):
         for idx in torch.randperm(len(actions), generator=rng).chunk(cfg.minibatches):
             log_probs, entropies = agent.log_prob_and_entropy(obs[idx], actions[idx])
+            if losses and approximate_kl(log_probs.detach(), old_log_probs[idx]) > stop_kl:
+                return losses[0]  # the batch has moved pi far enough
             loss = clipped_policy_loss(log_probs, old_log_probs[idx], advantages[idx], cfg.ppo_clip)
             if soft_returns is not None:
                 loss = loss + 0.5 * (agent.values(obs[idx]) - soft_returns[idx]).square().mean()

@@ -980,6 +980,33 @@ def test_update_err_at_zero_temperature_is_one_plain_ppo_update():
         assert torch.allclose(got, wanted, rtol=0, atol=1e-6)
 
 
+def test_approximate_kl_is_the_kl_on_samples_in_the_behaviour_policys_proportions():
+    """k3, E[r - 1 - log r] with r = pi / behaviour, averaged over samples drawn in exactly the
+    behaviour policy's proportions, is KL(behaviour || pi) (float64), and 0 when pi = behaviour."""
+    behaviour = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
+    pi = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    samples = torch.tensor([0, 0, 1, 2])  # behaviour's proportions exactly
+    kl = pa.approximate_kl(pi.log()[samples], behaviour.log()[samples])
+    assert kl.item() == pytest.approx((behaviour * (behaviour / pi).log()).sum().item(), rel=1e-12)
+    assert pa.approximate_kl(pi.log()[samples], pi.log()[samples]).item() == 0
+
+
+def test_target_kl_ends_a_batchs_epochs_once_pi_has_moved_that_far():
+    """--target-kl: a target far below one Adam step's KL ends update_err after its first step
+    (the next minibatch measures more than 1.5x it); 0 (off), or a target no step reaches, takes
+    every epoch's every minibatch."""
+    _, batch = make_batch(**SHORT_LIMIT)
+
+    def steps(target_kl):
+        agent = batch_agent()
+        optimizer = two_group_adam(agent)
+        cfg = config(algo="err", optim_steps=3, minibatches=2, target_kl=target_kl)
+        pa.update_err(agent, optimizer, batch, 0.05, cfg, torch.Generator().manual_seed(0))
+        return max(int(state["step"]) for state in optimizer.state.values())
+
+    assert steps(0.0) == 6 and steps(10.0) == 6 and steps(1e-12) == 1
+
+
 @pytest.mark.slow
 def test_entropy_bonus_steps_the_policy_up_the_entropy_gradient():
     """--entropy-bonus c in update_err: one plain SGD step (one epoch, one minibatch, no clip)

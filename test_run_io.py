@@ -102,6 +102,8 @@ def one_line_error(capsys, *argv, expect):
         (["--algo", "value", "--trust-region", "0.1"], "--algo grouped; drop it"),
         (["--algo", "grouped", "--ppo-clip", "0.1"], "--ppo-clip is an option of --algo err"),
         (["--algo", "err", "--ppo-clip", "0"], "--ppo-clip must be a positive number"),
+        (["--algo", "err", "--target-kl", "-0.01"], "--target-kl must be a finite number >= 0"),
+        (["--algo", "value", "--target-kl", "0.01"], "--target-kl is an option of --algo err"),
         (["--target-entropy", "0.5", "--temp-end", "0.3"], "drop --temp-end"),
         (["--target-entropy", "nan"], "--target-entropy must be a finite number"),
         (["--target-entropy", "-1", "--temp-lr", "0"], "--temp-lr must be in (0, 1]"),
