@@ -527,11 +527,11 @@ def update_err(agent: Agent, optim: Optimizer, batch: Batch, temperature: float,
     soft_returns = soft_returns[mask] if soft_returns is not None else None
     # No division by the advantages' std, as PPO usually does: near the Boltzmann policy the ERR
     # advantages shrink to 0, and rescaling them to unit std would keep the policy moving forever.
-    losses, stop_kl = [], 1.5 * cfg.target_kl or math.inf  # --target-kl, as SB3's PPO
+    losses, stop_kl = [], 1.5 * cfg.target_kl  # --target-kl (0: off), as SB3's PPO
     for _ in range(cfg.optim_steps):
         for idx in torch.randperm(len(actions), generator=rng).chunk(cfg.minibatches):
             log_probs, entropies = agent.log_prob_and_entropy(obs[idx], actions[idx])
-            if losses and approximate_kl(log_probs.detach(), old_log_probs[idx]) > stop_kl:
+            if stop_kl and losses and approximate_kl(log_probs, old_log_probs[idx]) > stop_kl:
                 return losses[0]  # the batch has moved pi far enough
             loss = clipped_policy_loss(log_probs, old_log_probs[idx], advantages[idx], cfg.ppo_clip)
             if soft_returns is not None:
