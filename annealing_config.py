@@ -206,7 +206,7 @@ DEFAULTS = {
     # CartPole err: T cooled 0.05 -> 0.0005 over the 100 iterations. Held at 0.05, -T log pi
     # widens a solved policy until it fails (all returns equal at 500): it stayed solved on 4 of
     # tuning seeds 10-29, cooled on 12 of the 20, solving about as soon there (report seeds: 7 of
-    # 15 stay solved, but the median solve is slower, 30k env steps against 23k; docs/experiments.md)
+    # 15 stay solved, the median solve slower: 30k env steps against 23k; docs/experiments.md)
     "CartPole-v1/err": dict(num_groups=4, lr=2e-3, temp_end=0.0005),
     # LunarLander: the plain command runs until a confirmed landing or 30 minutes of training.
     "LunarLander-v3": dict(iterations=1_000_000, stop_when_solved=True, max_minutes=30.0,
