@@ -15,6 +15,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "bench"))
 import sweep  # noqa: E402
+import tune  # noqa: E402
 
 import testing_helpers  # noqa: E402
 from testing_helpers import SMOKE_ARGS, parsed_config, train, without_wall_time  # noqa: E402
@@ -230,3 +231,48 @@ def test_a_peer_without_its_venv_is_refused_in_one_line(capsys, tmp_path, monkey
     err = capsys.readouterr().err.strip()
     assert "make -f bench/Makefile .venv-peer/.installed" in err and "\n" not in err
     assert not (tmp_path / "sweep").exists()
+
+
+# ---- bench/tune.py: the Optuna study's flags, scores and refusals (optuna itself not needed) ----
+
+
+class FirstChoiceTrial:
+    """A stand-in for optuna.Trial: the first choice of a categorical, the top of a range."""
+
+    def suggest_categorical(self, name, choices):
+        return choices[0]
+
+    def suggest_float(self, name, low, high, log=False):
+        return high
+
+
+def test_tune_flags_are_policy_annealing_options_with_a_held_temperature():
+    for space in tune.SPACES.values():
+        options = space(FirstChoiceTrial())
+        argv = ["--env", "Pendulum-v1", "--algo", "err", *tune.flags(options)]
+        cfg = parsed_config(argv)
+        assert cfg.temp_start == cfg.temp_end == options["temperature"]
+        assert cfg.lr_decay is options["lr-decay"] and cfg.num_groups == options["num-groups"]
+    argv = tune.flags({"lr-decay": False, "temperature": 0.02, "hidden": 128})
+    held = ["--temp-start", "0.02", "--temp-end", "0.02"]
+    assert argv == ["--no-lr-decay", *held, "--hidden", "128"]
+
+
+def test_tune_scores_a_solve_by_its_env_steps_and_a_miss_by_its_budget_and_shortfall():
+    def record(solved_at, final, budget=100_000):
+        summary = dict(solved_env_steps=solved_at, env_steps=budget, reward_threshold=-200.0,
+                       final_eval=dict(sampled=dict(mean=final)))  # fmt: skip
+        return dict(summary=summary, config=dict(max_env_steps=budget))
+
+    assert tune.seed_score(record(64_000, -150.0)) == 64_000
+    assert tune.seed_score(record(None, -250.0)) == 100_000 + 50 * tune.STEPS_PER_POINT
+    assert tune.seed_score(record(None, -190.0)) == 100_000  # above it, but never confirmed
+
+
+def test_tune_refuses_report_seeds_and_unknown_pairs_in_one_line_writing_nothing(tmp_path, capsys):
+    out = tmp_path / "study"
+    for seeds, algo in (("0-1,2000", "err"), ("0-1", "grouped")):
+        argv = ["--env", "Pendulum-v1", "--algo", algo, "--seeds", seeds, "--out", str(out)]
+        assert tune.main(argv) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not out.exists()
