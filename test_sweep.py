@@ -269,7 +269,32 @@ def test_tune_scores_a_solve_by_its_env_steps_and_a_miss_by_its_budget_and_short
     assert tune.seed_score(record(None, -190.0)) == 100_000  # above it, but never confirmed
 
 
-def test_tune_refuses_report_seeds_and_unknown_pairs_in_one_line_writing_nothing(tmp_path, capsys):
+class FixedTrial(FirstChoiceTrial):
+    """A stand-in for optuna.Trial that suggests the given values."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def suggest_categorical(self, name, choices):
+        assert self.values[name] in choices
+        return self.values[name]
+
+    def suggest_float(self, name, low, high, log=False):
+        assert low <= self.values[name] <= high
+        return self.values[name]
+
+
+def test_tune_first_trial_is_the_plain_command_of_today():
+    for (env_id, algo), values in tune.DEFAULTS.items():
+        plain = ["--env", env_id, "--algo", algo]
+        options = tune.SPACES[(env_id, algo)](FixedTrial(values))
+        assert parsed_config(plain + tune.flags(options)) == parsed_config(plain)
+
+
+def test_tune_refuses_report_seeds_and_unknown_pairs_in_one_line_writing_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(tune, "objective", lambda *args: pytest.fail("a trial ran"))
     out = tmp_path / "study"
     for seeds, algo in (("0-1,2000", "err"), ("0-1", "grouped")):
         argv = ["--env", "Pendulum-v1", "--algo", algo, "--seeds", seeds, "--out", str(out)]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from sweep import parse_seeds  # noqa: E402
+from sweep import parse_seeds, run_dir_of  # noqa: E402
 
 REPORT_SEEDS = set(range(1000, 1025)) | set(range(2000, 2010))
 STEPS_PER_POINT = 100  # env steps added to an unsolved run's budget per point below the threshold
@@ -58,8 +58,8 @@ def pendulum_err(trial: optuna.Trial) -> dict:
 SPACES = {("Pendulum-v1", "err"): pendulum_err}
 # The defaults of the day, the first trial of a new study: the bar the others must clear.
 DEFAULTS = {("Pendulum-v1", "err"): dict(
-    num_groups=4, minibatch_size=64, optim_steps=10, lr=1e-3, lr_decay=True, gamma=0.9,
-    gae_lambda=0.95, temperature=0.01, max_grad_norm=0.5, init_log_std=0.0, hidden=64,
+    num_groups=4, minibatch_size=32, optim_steps=20, lr=3e-4, lr_decay=True, gamma=0.95,
+    gae_lambda=0.9, temperature=0.08, max_grad_norm=0.5, init_log_std=0.0, hidden=128,
     ppo_clip=0.2)}  # fmt: skip
 
 
@@ -91,21 +91,24 @@ def objective(trial: optuna.Trial, args) -> float:
     argv = flags(SPACES[(args.env, args.algo)](trial))
     out = Path(args.out) / f"trial-{trial.number}"
     trial.set_user_attr("flags", " ".join(argv))
-    scores = []
-    for step, start in enumerate(range(0, len(args.seeds), args.chunk)):
+    scores, chunks = [], range(0, len(args.seeds), args.chunk)
+    for step, start in enumerate(chunks):
         chunk = args.seeds[start : start + args.chunk]
         sweep = [sys.executable, "bench/sweep.py", "--env", args.env, "--algo", args.algo,
                  "--seeds", ",".join(map(str, chunk)), "--out", str(out),
                  "--cpus-per-run", str(args.cpus_per_run), "--", *argv]  # fmt: skip
-        subprocess.run(sweep, cwd=ROOT, check=False, capture_output=True)
+        result = subprocess.run(sweep, cwd=ROOT, capture_output=True, text=True)
         for seed in chunk:
-            run = out / f"{args.env}-{args.algo}-s{seed}" / "experiment.json"
-            record = json.loads(run.read_text())
-            if record["summary"].get("final_eval") is None:
-                raise RuntimeError(f"{run}: the run did not finish")
-            scores.append(seed_score(record))
+            run = run_dir_of(out, dict(env=args.env, algo=args.algo, seed=seed)) / "experiment.json"
+            summary = json.loads(run.read_text())["summary"] if run.is_file() else {}
+            if summary.get("stopped_by") == "error":  # diverged (a non-finite loss): a failure
+                raise optuna.TrialPruned(f"{run.parent.name}: {summary.get('error')}")
+            if not summary.get("final_eval"):
+                last = (result.stderr.strip().splitlines() or ["no stderr"])[-1]
+                raise RuntimeError(f"{run.parent}: the run did not finish ({last})")
+            scores.append(seed_score(json.loads(run.read_text())))
         trial.report(sum(scores) / len(scores), step)
-        if trial.should_prune():
+        if step < len(chunks) - 1 and trial.should_prune():  # a trial with every seed completes
             raise optuna.TrialPruned()
     return sum(scores) / len(scores)
 
