@@ -100,13 +100,14 @@ def objective(trial: optuna.Trial, args) -> float:
         result = subprocess.run(sweep, cwd=ROOT, capture_output=True, text=True)
         for seed in chunk:
             run = run_dir_of(out, dict(env=args.env, algo=args.algo, seed=seed)) / "experiment.json"
-            summary = json.loads(run.read_text())["summary"] if run.is_file() else {}
+            record = json.loads(run.read_text()) if run.is_file() else {}
+            summary = record.get("summary") or {}
             if summary.get("stopped_by") == "error":  # diverged (a non-finite loss): a failure
                 raise optuna.TrialPruned(f"{run.parent.name}: {summary.get('error')}")
             if not summary.get("final_eval"):
                 last = (result.stderr.strip().splitlines() or ["no stderr"])[-1]
                 raise RuntimeError(f"{run.parent}: the run did not finish ({last})")
-            scores.append(seed_score(json.loads(run.read_text())))
+            scores.append(seed_score(record))
         trial.report(sum(scores) / len(scores), step)
         if step < len(chunks) - 1 and trial.should_prune():  # a trial with every seed completes
             raise optuna.TrialPruned()
