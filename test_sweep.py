@@ -269,7 +269,7 @@ def test_tune_scores_a_solve_by_its_env_steps_and_a_miss_by_its_budget_and_short
     assert tune.seed_score(record(None, -190.0)) == 100_000  # above it, but never confirmed
 
 
-class FixedTrial(FirstChoiceTrial):
+class FixedTrial:
     """A stand-in for optuna.Trial that suggests the given values."""
 
     def __init__(self, values):
