@@ -228,8 +228,8 @@ def clipped_policy_loss(log_probs: Tensor, old_log_probs: Tensor, advantages: Te
 
 
 def approximate_kl(log_probs: Tensor, old_log_probs: Tensor) -> Tensor:
-    """KL(behaviour || pi) on behaviour's samples by k3, E[r - 1 - log r], r = pi/behaviour. (n,)"""
-    log_ratio = log_probs - old_log_probs
+    """KL(behaviour || pi) on its samples by k3: E[r - 1 - log r], r = pi/behaviour; no grad (n,)"""
+    log_ratio = (log_probs - old_log_probs).detach()
     return (log_ratio.exp() - 1 - log_ratio).mean()
 
 

@@ -989,6 +989,9 @@ def test_approximate_kl_is_the_kl_on_samples_in_the_behaviour_policys_proportion
     kl = pa.approximate_kl(pi.log()[samples], behaviour.log()[samples])
     assert kl.item() == pytest.approx((behaviour * (behaviour / pi).log()).sum().item(), rel=1e-12)
     assert pa.approximate_kl(pi.log()[samples], pi.log()[samples]).item() == 0
+    # a stopping rule's measure: no graph is built through the policy's log-probs
+    log_pi = pi.log().requires_grad_()
+    assert not pa.approximate_kl(log_pi[samples], behaviour.log()[samples]).requires_grad
 
 
 def test_target_kl_ends_a_batchs_epochs_once_pi_has_moved_that_far():
