@@ -347,8 +347,7 @@ class GaussianHead:
 
 
 class Agent(nn.Module):
-    """The policy network and its action head, an optional value network, an optional observation
-    normaliser in front of both."""
+    """The policy network and its action head; an optional value network and input normaliser."""
 
     def __init__(self, obs_dim: int, action_space: gym.Space, hidden: int, with_value: bool,
                  obs_norm: bool, seed: int = 0, initial_log_std: float = 0.0):  # fmt: skip
@@ -555,8 +554,9 @@ def make_agent(cfg: Config, env: gym.Env, with_value: bool) -> Agent:
 def make_optimizer(cfg: Config, agent: Agent) -> Optimizer:
     """Adam: the policy at --lr, V (grouped has none) at --value-lr, PCL's eta_pi and eta_v."""
     nets = [agent.policy] + ([agent.value] if agent.value is not None else [])
-    groups = zip(nets, cfg.learning_rates(0.0), strict=False)
-    return torch.optim.Adam([dict(params=net.parameters(), lr=lr) for net, lr in groups])
+    rates = zip(nets, cfg.learning_rates(0.0), strict=False)
+    groups = [dict(params=net.parameters(), lr=lr) for net, lr in rates]
+    return torch.optim.Adam(groups, foreach=True)  # one multi-tensor step: the same floats, sooner
 
 
 def next_temperature(cfg: Config, batch: Batch, temperature: float, progress: float) -> float:
