@@ -1351,23 +1351,25 @@ TREES = [dict(tree_seed=0), dict(tree_seed=1)]
         ("value", dict(path_length=1, num_groups=32), 0.5),
     ],
 )  # fmt: skip
+@pytest.mark.parametrize("tree", TREES)  # one test a tree: two workers share the long ones
 @pytest.mark.exact
-def test_training_reaches_the_exact_boltzmann_law_on_trees(tmp_path, algo, flags, temperature):
+def test_training_reaches_the_exact_boltzmann_law_on_trees(
+    tmp_path, algo, flags, temperature, tree
+):
     """The real loop (sampler, update, networks) drives KL(p_policy || p_Boltzmann) below 0.01
     on two trees, while plain PG (T = 0) on the same trees does not approach the law.  err runs
     with the group baseline and with the learned soft value (the CartPole/LunarLander path)."""
-    for i, tree in enumerate(TREES):
-        cfg = config(
-            "Tree-v0",
-            algo,
-            temp_start=temperature,
-            temp_end=temperature,
-            env_kwargs=tree,
-            eval_every=1000,
-            **flags,
-        )
-        summary = train(cfg, tmp_path / f"{i}")["summary"]
-        assert summary["exact_kl"] < 0.01, (tree, summary["exact_kl"])
+    cfg = config(
+        "Tree-v0",
+        algo,
+        temp_start=temperature,
+        temp_end=temperature,
+        env_kwargs=tree,
+        eval_every=1000,
+        **flags,
+    )
+    summary = train(cfg, tmp_path / "run")["summary"]
+    assert summary["exact_kl"] < 0.01, (tree, summary["exact_kl"])
 
 
 @pytest.mark.slow
