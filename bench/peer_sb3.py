@@ -7,8 +7,9 @@ with policy_annealing.py's protocol and written in its experiment.json schema, s
         --max-minutes 30 --out DIR
 
 PPO: CartPole-v1, LunarLander-v3, Pendulum-v1, MountainCarContinuous-v0, LunarLanderContinuous-v3,
-Hopper-v5, HalfCheetah-v5. SAC: Pendulum-v1, MountainCarContinuous-v0, LunarLanderContinuous-v3,
-Hopper-v5, HalfCheetah-v5 (the zoo's MuJoCo SAC: SB3's defaults, learning_starts 10000).
+Hopper-v5, HalfCheetah-v5, Walker2d-v5. SAC: Pendulum-v1, MountainCarContinuous-v0,
+LunarLanderContinuous-v3, Hopper-v5, HalfCheetah-v5 (the zoo's MuJoCo SAC: SB3's defaults,
+learning_starts 10000).
 
 Protocol (the same as ours): 32 sampled-action episodes on fresh seeds in [2^31, 2^32) after every
 PPO update, and for SAC every --eval-every env steps (default 1000 on Pendulum-v1, 5000 on
@@ -186,6 +187,22 @@ ZOO = {
             policy_kwargs="dict(log_std_init=-2, ortho_init=False, activation_fn=nn.ReLU, "
             "net_arch=dict(pi=[256, 256], vf=[256, 256]))",
         ),
+        "Walker2d-v5": dict(  # the zoo's Walker2d-v4 (no policy_kwargs: SB3's 64-64 tanh)
+            normalize=True,
+            n_envs=1,
+            policy="MlpPolicy",
+            n_timesteps=1_000_000,
+            batch_size=32,
+            n_steps=512,
+            gamma=0.99,
+            learning_rate=5.05041e-05,
+            ent_coef=0.000585045,
+            clip_range=0.1,
+            n_epochs=20,
+            gae_lambda=0.95,
+            max_grad_norm=1,
+            vf_coef=0.871923,
+        ),
     },
     "sac": {
         "MountainCarContinuous-v0": dict(  # Tuned
@@ -231,7 +248,7 @@ LABELS = {"ppo": "SB3 PPO (RL-Zoo)", "sac": "SB3 SAC (RL-Zoo)"}
 # Evaluate every N env steps (0: after every update). PPO MountainCarContinuous-v0 updates every
 # 8 env steps, and an evaluation takes about a second: 2,500 of them in its 20,000 steps.
 # MuJoCo: 32 episodes of up to 1,000 steps every 100,000 env steps (ours: 10 every 25 batches).
-MUJOCO_EVAL = {"Hopper-v5": 100_000, "HalfCheetah-v5": 100_000}
+MUJOCO_EVAL = {"Hopper-v5": 100_000, "HalfCheetah-v5": 100_000, "Walker2d-v5": 100_000}
 EVAL_EVERY = {
     "ppo": {"MountainCarContinuous-v0": 1000} | MUJOCO_EVAL,
     "sac": {
