@@ -445,7 +445,11 @@ class Evaluator(BaseCallback):
             ),
             "confirm_return": None,
         }
-        if self.solved is None and record["eval_return"] >= self.threshold:
+        if (
+            self.solved is None
+            and self.threshold is not None
+            and record["eval_return"] >= self.threshold
+        ):
             record["confirm_return"] = float(
                 episodes(model, args.env, args.seed, stream, 2, CONFIRM_EPISODES, False).mean()
             )
@@ -579,7 +583,7 @@ def main(argv=None):
     if eval_every is None:
         eval_every = EVAL_EVERY.get(args.algo, {}).get(args.env, 0)
     threshold = gym.spec(args.env).reward_threshold
-    threshold = THRESHOLDS[args.env] if threshold is None else threshold
+    threshold = THRESHOLDS.get(args.env) if threshold is None else threshold  # Walker2d: none
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     experiment = {
