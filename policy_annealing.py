@@ -556,7 +556,7 @@ def make_optimizer(cfg: Config, agent: Agent) -> Optimizer:
     nets = [agent.policy] + ([agent.value] if agent.value is not None else [])
     rates = zip(nets, cfg.learning_rates(0.0), strict=False)
     groups = [dict(params=net.parameters(), lr=lr) for net, lr in rates]
-    return torch.optim.Adam(groups, foreach=True)  # one multi-tensor step: the same floats, sooner
+    return torch.optim.Adam(groups, foreach=True)  # one multi-tensor step, the loop's floats
 
 
 def next_temperature(cfg: Config, batch: Batch, temperature: float, progress: float) -> float:
