@@ -121,7 +121,7 @@ class GridWorld(gym.Env):
             obs = torch.zeros(self.num_cells, self.observation_space.shape[0])
             offset = (steps_left - 1) * self.num_cells
             obs[:, offset : offset + self.num_cells] = torch.eye(self.num_cells)
-            rows.append(agent.head.log_probs(agent.policy_outputs(obs)).double())
+            rows.append(agent.head.log_probs(agent.policy_outputs(obs).double()))
         return torch.stack(rows)
 
     def expected_sum(self, log_policy: torch.Tensor, step_values: torch.Tensor) -> float:

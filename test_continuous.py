@@ -120,7 +120,8 @@ def test_gaussian_agent_samples_log_probs_and_greedy_means():
 
 def test_exact_kl_of_the_bandit_is_torchs_kl_to_its_law():
     """QuadraticBandit's exact_trajectory_kl is KL(pi || N(mu, T/A)) as torch computes it, at an
-    untrained agent (far from the law), in 1 and 3 dims and at two temperatures."""
+    untrained agent (far from the law), in 1 and 3 dims and at two temperatures; the law is
+    written here from the bandit's own mu and A, not read from its exact_law."""
     for dim, temperature in itertools.product((1, 3), (0.1, 1.0)):
         env = bandit_env.QuadraticBandit(**BANDITS[dim])
         agent = pa.Agent(1, env.action_space, hidden=16, with_value=False, obs_norm=False, seed=dim)
@@ -128,8 +129,10 @@ def test_exact_kl_of_the_bandit_is_torchs_kl_to_its_law():
             mean, log_std = (
                 x[0].double() for x in agent.head.gaussian(agent.policy_outputs(torch.ones(1, 1)))
             )
-        law_mean, law_var = env.exact_law(temperature)
-        law = torch.distributions.Normal(torch.tensor(law_mean), torch.tensor(law_var).sqrt())
+        law_mean = torch.tensor(BANDITS[dim]["mean"], dtype=torch.float64)
+        law_var = temperature / torch.tensor(BANDITS[dim]["curvature"], dtype=torch.float64)
+        assert np.allclose(env.exact_law(temperature), (law_mean, law_var), rtol=1e-12, atol=0)
+        law = torch.distributions.Normal(law_mean, law_var.sqrt())
         expected = torch.distributions.kl_divergence(
             torch.distributions.Normal(mean, log_std.exp()), law
         )

@@ -147,6 +147,36 @@ def test_exact_kl_is_zero_for_the_soft_optimal_policy(num_starts):
     )
 
 
+def test_exact_kl_is_the_policys_kl_to_the_law_in_that_direction():
+    """Off the law, Tree's exact KL is KL(p_policy || p_law) = sum_tau p (log p - log q), walked
+    here over the tree's children by hand: zero at the law cannot tell it from KL(q || p)."""
+    env, temperature = tree_env.TreeEnv(depth=3, tree_seed=5, num_starts=2, early_end=0.3), 0.7
+    log_policy = torch.log_softmax(torch.randn(env.num_nodes, env.action_space.n,
+                                               generator=torch.Generator().manual_seed(2),
+                                               dtype=F64), -1)  # fmt: skip
+
+    class Random:  # a fixed policy far from the law: outputs log pi itself
+        head = pa.CategoricalHead(env.action_space)
+
+        def policy_outputs(self, obs):
+            return obs.double() @ log_policy
+
+    def paths(node):  # (log p, R) of every path from node to a leaf
+        if not env.children[node]:
+            return [(0.0, 0.0)]
+        return [(float(log_policy[node, action]) + log_p, env.rewards[node][action] + rest)
+                for action, child in enumerate(env.children[node])
+                for log_p, rest in paths(child)]  # fmt: skip
+
+    expected = []
+    for start in range(env.num_starts):
+        log_p, returns = map(np.array, zip(*paths(start), strict=True))
+        log_q = returns / temperature - np.logaddexp.reduce(returns / temperature)
+        expected.append(float((np.exp(log_p) * (log_p - log_q)).sum()))
+        assert expected[-1] > 0.05
+    assert exact_kl(Random(), env, temperature, per_start=True) == pytest.approx(expected, rel=1e-9)
+
+
 # ==== 2. Losses ===================================================================================
 
 
@@ -863,15 +893,20 @@ def test_normalizer_merge_equals_pooled_mean_and_variance(chunks, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy_steps", [0, 1, 2, 5])  # 0 and 5 >= 3 steps: every step
-def test_value_policy_steps_move_v_every_step_and_the_policy_in_the_last_ones(policy_steps):
+@pytest.mark.parametrize(  # 0 and 5 >= 3 steps: every step; path lengths d = 0 (whole) to 3
+    "policy_steps, path_length", [(0, 0), (1, 2), (2, 1), (5, 3)]
+)
+def test_value_policy_steps_move_v_every_step_and_the_policy_in_the_last_ones(
+    policy_steps, path_length
+):
     """--policy-steps K of N: V takes all N steps, the policy only the last K (Adam's per-parameter
     step counts), and the update is N explicit steps of which the first N - K see detached
-    log-probs, so the order (V alone first) is checked too.  K = 0 means every step."""
+    log-probs, so the order (V alone first) is checked too.  K = 0 means every step.  Each step
+    is on value_loss at the run's --path-length d (CartPole's random episodes outlast d)."""
     agent = pa.Agent(4, gym.spaces.Discrete(2), 16, True, True, seed=1)
     envs = [gym.make("CartPole-v1") for _ in range(4)]
     batch = pa.sample_episodes(envs, agent, [1, 2], 2, torch.Generator().manual_seed(0))
-    cfg = config(algo="value", optim_steps=3, policy_steps=policy_steps)
+    cfg = config(algo="value", optim_steps=3, policy_steps=policy_steps, path_length=path_length)
 
     def fresh():
         copy = pa.Agent(4, gym.spaces.Discrete(2), 16, True, True, seed=1)
@@ -888,7 +923,7 @@ def test_value_policy_steps_move_v_every_step_and_the_policy_in_the_last_ones(po
         log_probs = log_probs.detach() if step < 3 - min(policy_steps or 3, 3) else log_probs
         values = expected.values(batch.observations)
         loss = pa.value_loss(batch.rewards, log_probs, values, batch.mask, batch.terminated,
-                             0.5, cfg.gamma)  # fmt: skip
+                             0.5, cfg.gamma, path_length)  # fmt: skip
         pa.optimizer_step(expected_optimizer, loss, list(expected.parameters()), 0.0)
     for got, wanted in zip(moved.parameters(), expected.parameters(), strict=True):
         assert torch.equal(got, wanted)
@@ -932,9 +967,11 @@ def two_group_adam(agent, policy_lr=1e-3, value_lr=3e-3):
 
 
 @pytest.mark.slow
-def test_update_err_at_zero_temperature_is_one_plain_ppo_update():
-    """One update_err call at T = 0 moves the agent exactly as a hand-written PPO update from the
-    same start: textbook GAE (reference_gae) on the env's rewards, V bootstrapped after a
+@pytest.mark.parametrize("temperature", [0.0, 0.3])
+def test_update_err_is_one_plain_ppo_update_on_the_err_rewards(temperature):
+    """One update_err call at T moves the agent exactly as a hand-written PPO update from the
+    same start: textbook GAE (reference_gae) on the ERR rewards R - T log p_behaviour (at T = 0
+    the env's rewards: plain PPO), V bootstrapped after a
     truncation and not after a termination; the clipped surrogate; 0.5 * MSE of V to the GAE
     returns; no advantage normalisation; the grad-norm clip; minibatches drawn from a generator
     in the same state.  The batch has both endings and was sampled by a sharper policy, so that
@@ -943,14 +980,17 @@ def test_update_err_at_zero_temperature_is_one_plain_ppo_update():
     cfg = config(algo="err", optim_steps=2, minibatches=3, gamma=0.9, gae_lambda=0.8,
                  ppo_clip=0.2, max_grad_norm=0.5, entropy_bonus=0.0)  # fmt: skip
     moved = batch_agent()
-    pa.update_err(moved, two_group_adam(moved), batch, 0.0, cfg, torch.Generator().manual_seed(5))
+    pa.update_err(moved, two_group_adam(moved), batch, temperature, cfg,
+                  torch.Generator().manual_seed(5))  # fmt: skip
 
     expected = batch_agent()
     optimizer, params = two_group_adam(expected), list(expected.parameters())
     mask = batch.mask.flatten(0, 1)  # (episodes, steps)
     with torch.no_grad():
         values = expected.values(batch.observations).flatten(0, 1).double()
-    advantages = reference_gae(batch.rewards.flatten(0, 1).double().numpy(), values.numpy(),
+    behaviour = torch.where(batch.mask, batch.log_probs, 0).flatten(0, 1).double()
+    soft_rewards = batch.rewards.flatten(0, 1).double() - temperature * behaviour
+    advantages = reference_gae(soft_rewards.numpy(), values.numpy(),
                                mask.sum(-1).numpy(), batch.terminated.flatten().numpy(),
                                cfg.gamma, cfg.gae_lambda)  # fmt: skip
     advantages = torch.as_tensor(advantages)[mask]
@@ -1008,6 +1048,17 @@ def test_target_kl_ends_a_batchs_epochs_once_pi_has_moved_that_far():
         return max(int(state["step"]) for state in optimizer.state.values())
 
     assert steps(0.0) == 6 and steps(10.0) == 6 and steps(1e-12) == 1
+    # SB3's margin: the stop is at 1.5 K, not at K.  After one step the second minibatch measures
+    # KL k; a target of k / 1.25 (1.5 K = 1.2 k) takes that minibatch, k / 1.6 (1.5 K < k) stops.
+    agent, cfg = batch_agent(), config(algo="err", optim_steps=3, minibatches=2, target_kl=1e-12)
+    pa.update_err(agent, two_group_adam(agent), batch, 0.05, cfg, torch.Generator().manual_seed(0))
+    mask, rng = batch.mask, torch.Generator().manual_seed(0)
+    second = torch.randperm(int(mask.sum()), generator=rng).chunk(2)[1]
+    obs, actions = batch.observations[..., :-1, :][mask][second], batch.actions[mask][second]
+    with torch.no_grad():
+        log_probs, _ = agent.log_prob_and_entropy(obs, actions)
+    moved = pa.approximate_kl(log_probs, batch.log_probs[mask][second]).item()
+    assert moved > 0 and steps(moved / 1.25) > 1 and steps(moved / 1.6) == 1
 
 
 @pytest.mark.slow
@@ -1096,6 +1147,27 @@ def test_grouped_update_returns_the_first_value_of_the_loss_it_optimises(trust_r
     loss = pa.update_grouped(agent, optimizer, batch, 0.2, cfg, torch.Generator())
     assert loss == pytest.approx(float(optimised if trust_region else plain), rel=1e-6)
     assert not trust_region or abs(loss - float(plain)) > 1e-3 * float(plain)
+
+
+@pytest.mark.slow
+def test_the_trust_region_bounds_a_whole_batchs_move():
+    """--trust-region eps: the targets are set once a batch, so 50 Adam steps fit them and stop
+    there: no member's centred sum of log p moves by much more than eps nats a step of its
+    episode (0.84 of the budget here); targets remade at every step reset the budget each time
+    (11.6 times it).  The move must also use most of the budget, or the bound says nothing."""
+    _, batch = make_batch(groups=2, size=4)
+    agent, lengths = batch_agent(), batch.mask.sum(-1)
+    cfg = config(trust_region=0.05, optim_steps=50)
+
+    def centred_sums():
+        sums = pa.masked_sum(pa.taken_log_probs(agent, batch), batch.mask).detach()
+        return sums - sums.mean(dim=1, keepdim=True)
+
+    before = centred_sums()
+    optimizer = torch.optim.Adam(agent.policy.parameters(), lr=3e-3)
+    pa.update_grouped(agent, optimizer, batch, 0.2, cfg, torch.Generator())
+    used = ((centred_sums() - before).abs() / (0.05 * lengths)).max().item()
+    assert 0.5 < used < 1.5
 
 
 # ==== 5. Training loop ============================================================================

@@ -40,6 +40,19 @@ def test_the_target_anneals_linearly_over_the_budget_and_is_held_without_an_end(
     assert held.target_entropy_at(1.0) == 0.9
 
 
+def test_the_loops_dual_step_follows_the_annealed_target():
+    """next_temperature, the training loop's T update, steps toward the target of the budget's
+    progress: at the start (target 0.9, above the batch's 0.6 nats a step) T rises, at the end
+    (target 0.3, below it) T falls, each by exactly the dual step from the batch's entropy."""
+    cfg = config("Tree-v0", target_entropy=0.9, target_entropy_end=0.3, temp_start=1.0)
+    batch = type("Batch", (), {"mean_entropy": 0.6})()
+    bounds = cfg.temp_lr, cfg.temp_max_step, cfg.temp_min, cfg.temp_max
+    for progress, target in ((0.0, 0.9), (1.0, 0.3)):
+        expected = pa.dual_temperature_step(0.5, 0.6, target, *bounds)
+        assert pa.next_temperature(cfg, batch, 0.5, progress) == expected
+    assert pa.next_temperature(cfg, batch, 0.5, 0.0) > 0.5 > pa.next_temperature(cfg, batch, 0.5, 1)
+
+
 def soft_optimal_step_entropy(env: tree_env.TreeEnv, temperature: float) -> float:
     """Per-step entropy of the law at T on a tree whose episodes all have `depth` steps: the
     expected sum of pi*'s entropies along a trajectory, over its length.  Soft value iteration

@@ -78,7 +78,7 @@ class TreeEnv(gym.Env):
         """KL(p_policy(tau|s) || p_Boltzmann(tau|s)) over every trajectory from each start s,
         p_Boltzmann(tau|s) ∝ exp(R(tau)/T): the mean over starts, or with per_start their list."""
         outputs = agent.policy_outputs(torch.eye(self.num_nodes))
-        log_pi = agent.head.log_probs(outputs).double()  # (num_nodes, num_actions)
+        log_pi = agent.head.log_probs(outputs.double())  # (num_nodes, num_actions), in float64
         kls = []
         for start in range(self.num_starts):
             paths = self.trajectories(start)
