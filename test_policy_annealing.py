@@ -1236,6 +1236,42 @@ def test_budgets_stop_a_run_after_the_iteration_that_spends_them(tmp_path):
     steps = [record["env_steps"] for record in by_steps["history"]]
     assert len(steps) > 1 and steps[-1] >= 300 > steps[-2]
     assert by_steps["summary"]["stopped_by"] == "env-step budget"
+    # a budget spent exactly ends the run too: Tree-v0's episodes all take 4 steps, 16 a batch
+    exactly = config("Tree-v0", **{**SMOKE, "iterations": 5}, env_kwargs={"early_end": 0.0},
+                     max_env_steps=32)  # fmt: skip
+    assert recorded(train(exactly, tmp_path / "e")["history"], "env_steps") == [16, 32]
+
+
+@pytest.mark.slow
+def test_the_last_iteration_is_evaluated_and_the_final_evaluation_has_its_own_episodes(
+    tmp_path, monkeypatch
+):
+    """--eval-every 2 of 3 iterations: evaluated at 2 and at the last, 3; the final evaluation
+    (stream 0, sampled and greedy) runs --final-eval-episodes envs, the others --eval-episodes."""
+    calls, real = [], pa.evaluate
+
+    def spied(agent, envs, cfg, stream, greedy=False, confirm=False):
+        calls.append((stream, len(envs)))
+        return real(agent, envs, cfg, stream, greedy, confirm)
+
+    monkeypatch.setattr(pa, "evaluate", spied)
+    cfg = config(**{**SMOKE, "iterations": 3, "eval_every": 2}, final_eval_episodes=5)
+    history = train(cfg, tmp_path)["history"]
+    assert [record["eval_return"] is not None for record in history] == [False, True, True]
+    assert calls == [(2, 2), (3, 2), (0, 5), (0, 5)]
+
+
+@pytest.mark.slow
+def test_an_evaluation_exactly_at_the_threshold_solves(tmp_path, monkeypatch):
+    """The threshold is reached at equality (gymnasium's 475 means >= 475), for the crossing and
+    for its confirmation."""
+
+    def at_the_threshold(agent, envs, *args, **kwargs):
+        return np.full(len(envs), 475.0), 0.5
+
+    monkeypatch.setattr(pa, "evaluate", at_the_threshold)
+    experiment = train(config(**SMOKE), tmp_path)
+    assert experiment["summary"]["solved_iteration"] == 1
 
 
 # ---- evaluation, confirmation and their seeds ----------------------------------------------------
@@ -1284,6 +1320,11 @@ def test_a_step_budget_sets_the_schedule_not_iterations_it_never_reaches(tmp_pat
     expected = [0.8 * (0.1 / 0.8) ** (steps / 400) for steps in steps_before]
     assert recorded(history) == pytest.approx(expected, rel=1e-12)
     assert history[-1]["env_steps"] >= 400 > history[-2]["env_steps"]  # the budget ended it
+    # --lr-decay on the same clock: the last batch's lr, 1 - (its steps before) / 400 of --lr
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    lrs = [group["lr"] for group in checkpoint["optimizer"]["param_groups"]]
+    expected_lrs = cfg.learning_rates(history[-2]["env_steps"] / 400)[:1]  # grouped: no V
+    assert lrs == pytest.approx(expected_lrs, rel=1e-12)
 
 
 @pytest.mark.exact

@@ -63,6 +63,29 @@ def table_rows(text):
     return {row[1]: (row[2], row[3]) for row in rows}
 
 
+def test_iqm_is_the_mean_of_the_middle_half_and_its_interval_a_percentile_bootstrap():
+    """IQM trims a quarter at each end; the percentile bootstrap's interval holds IQMs of
+    resamples, so it lies inside the data's range (the 'basic' interval, 2 IQM - percentiles,
+    reaches below it here: -20.25)."""
+    values = [1, 2, 3, 4, 5, 6, 7, 100]
+    assert report.iqm(values) == 4.5  # the mean of 3, 4, 5, 6
+    centre, low, high = report.iqm_interval(values)
+    assert centre == 4.5 and min(values) <= low < centre < high <= max(values)
+
+
+def test_an_unsolved_run_costs_its_budget_and_stays_solved_counts_only_after_the_solve():
+    summary = dict(env_steps=20_000, solved_env_steps=None, wall_time=12.0, solved_wall_time=None)
+    unsolved = {"config": {"max_env_steps": 50_000}, "summary": summary}
+    assert report.cost_to_solve(unsolved, "env_steps") == (50_000, False)  # not what it used
+    assert report.cost_to_solve(unsolved, "wall_time") == (12.0, False)
+    solved = {"config": {"max_env_steps": 50_000}, "summary": {**summary, "solved_env_steps": 9}}
+    assert report.cost_to_solve(solved, "env_steps") == (9, True)
+    returns = [300.0, 480.0, 400.0, None, 480.0]  # solved at iteration 2; 4 not evaluated
+    history = [dict(iteration=i, eval_return=r) for i, r in enumerate(returns, start=1)]
+    run = {"summary": {"solved_iteration": 2, "reward_threshold": 475.0}, "history": history}
+    assert report.stays_solved(run) == (0.5, 400.0)  # 400 and 480: not the solve's own 480
+
+
 @pytest.mark.parametrize("command", ["report", "plot"])
 def test_duplicate_runs_are_refused_in_one_line(capsys, tmp_path, command):
     """Three runs of seed 0 once made one row "seeds 0–0, 2/3 solved"."""

@@ -135,6 +135,7 @@ def test_bad_arguments_give_one_clear_line(capsys, tmp_path, argv, expect):
         (dict(load_model=Path("runs/x")), "--load-model must be a string (a path) or None"),
         (dict(render="gif"), "--render must be one of human, video"),
         (dict(algo="err", baseline="mean"), "--baseline must be one of value, group"),
+        (dict(eval_episodes=50, confirm_episodes=10), "--confirm-episodes must be >= --eval-ep"),
     ],
 )
 def test_the_python_api_refuses_what_the_command_line_would(tmp_path, overrides, expect):
@@ -393,6 +394,8 @@ def test_resume_of_a_run_that_spent_its_step_budget_names_that_budget(capsys, tm
     [
         ({}, {}, "pass --iterations above 4"),
         ({"iterations": 9, "max_minutes": 0.5}, {"wall_time": 30.5}, "--max-minutes above 0.51"),
+        ({"iterations": 9, "max_minutes": 0.5}, {"wall_time": 30.0}, "--max-minutes above 0.5"),
+        ({"iterations": 9, "max_env_steps": 80}, {}, "--max-env-steps above 80"),  # spent exactly
         ({"stop_when_solved": True, "iterations": 9}, {"solved_iteration": 3}, "stops when solved"),
         ({"temp_start": 0.5, "temp_end": 0.1}, {}, "its schedules end there"),
         ({}, {"error": "interrupted"}, None),  # not finished: it goes on
@@ -438,6 +441,29 @@ def test_resume_continues_a_run_exactly(tmp_path, monkeypatch, env, algo, overri
         assert testing_helpers.recorded(resumed["history"])[-1] == pytest.approx(last, rel=1e-12)
     else:  # T moved at every batch
         assert len(set(testing_helpers.recorded(resumed["history"]))) == 5
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_its_solve_and_confirms_nothing_again(tmp_path, monkeypatch):
+    """Every evaluation crosses 475 and would confirm: the run is solved at iteration 1, then
+    interrupted in its third update.  Resumed, it is still solved at 1 (read from its history)
+    and no later crossing is confirmed again or listed."""
+    calls = []
+
+    def scripted(agent, envs, cfg, stream, greedy=False, confirm=False):
+        calls.append((stream, confirm))
+        return np.full(len(envs), 480.0), 0.5
+
+    cfg = config(**{**SMOKE, "iterations": 4}, out=str(tmp_path / "run"))
+    monkeypatch.setattr(pa, "evaluate", scripted)
+    testing_helpers.interrupt_in_update(monkeypatch, "grouped", 3)  # two iterations kept
+    assert train(cfg, tmp_path / "run")["summary"]["error"] == "interrupted"
+    monkeypatch.undo()
+    monkeypatch.setattr(pa, "evaluate", scripted)
+    resumed = train(parsed_config(["--resume", cfg.out]), tmp_path / "run")
+    assert resumed["summary"]["solved_iteration"] == 1 and len(resumed["history"]) == 4
+    assert [record["iteration"] for record in resumed["summary"]["crossings"]] == [1]
+    assert [call for call in calls if call[1]] == [(1, True)]
 
 
 @pytest.mark.slow

@@ -58,6 +58,17 @@ def test_a_rerun_skips_finished_and_failed_runs_resumes_interrupted_ones_starts_
     assert ["--lr", "0.01"] == fresh[7:9] and "--overwrite" in fresh and str(dirs[5]) in fresh
 
 
+@pytest.mark.parametrize("stopped_by", ["solved", "iterations", "env-step budget", "time budget"])
+def test_a_run_that_stopped_by_itself_is_finished_and_not_rerun(tmp_path, stopped_by):
+    """Each way a run ends on its own (run_io.Run.stop_reason) is finished: a rerun of the sweep
+    skips it.  Resumed, a budget-ended run would be refused (nothing to go on with) and the
+    sweep would report it failed at every rerun."""
+    run = dict(env="CartPole-v1", algo="grouped", seed=0)
+    write_run(sweep.run_dir_of(tmp_path, run), {"stopped_by": stopped_by}, [{"iteration": 1}])
+    assert sweep.run_state(sweep.run_dir_of(tmp_path, run)) == "finished"
+    assert sweep.command(run, tmp_path, []) is None
+
+
 @pytest.mark.parametrize(
     "argv, expect",
     [
