@@ -46,7 +46,8 @@ class GridWorld(gym.Env):
             raise TypeError(f"reward_scale: a finite number, not {reward_scale!r}")
         try:  # a bad keyword's value is a TypeError: gym.make's, and run_io's one line
             grid = np.asarray(SEED_004_GRID if grid is None else grid, dtype=np.float64)
-            self.grid = grid * float(reward_scale)
+            with np.errstate(over="ignore"):  # an overflow is an inf, refused below in one line
+                self.grid = grid * float(reward_scale)
         except (TypeError, ValueError):
             self.grid = np.zeros(0)
         if self.grid.ndim != 2 or self.grid.size == 0 or not np.isfinite(self.grid).all():

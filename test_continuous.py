@@ -190,6 +190,23 @@ def test_tanh_squash_is_the_change_of_variables_and_stays_in_the_box():
     assert torch.isfinite(agent.log_prob_and_entropy(obs[:1], far)[0]).all()
 
 
+def test_the_greedy_action_is_the_squashed_mean_inside_the_box():
+    """Greedy on a bounded Box: centre + half_range * tanh(mean), not the raw mean."""
+    agent = pa.Agent(3, BOX, hidden=16, with_value=False, obs_norm=False, seed=2)
+    with torch.no_grad():
+        agent.policy[-1].weight.zero_()
+        agent.policy[-1].bias[:2] = torch.tensor([3.0, -1.0])
+    action = agent.act(np.zeros(3, np.float32), greedy=True)
+    expected = np.array([0.0, 0.75]) + np.array([2.0, 0.75]) * np.tanh([3.0, -1.0])
+    assert np.allclose(action, expected, atol=1e-6) and BOX.contains(action.astype(np.float32))
+
+
+def test_a_flat_or_mismatched_bandit_is_refused():
+    for bad in (dict(curvature=[0.0]), dict(curvature=[-1.0]), dict(mean=[0, 1], curvature=[1])):
+        with pytest.raises(TypeError, match="each curvature > 0"):
+            bandit_env.QuadraticBandit(**bad)
+
+
 def test_tanh_squashed_density_integrates_to_one_over_the_box():
     """exp(log N(u) - log |da/du|) over a grid of a in (low, high), u = atanh((a - c) / h): 1."""
     half_range, centre = torch.tensor([0.5], dtype=F64), 0.5

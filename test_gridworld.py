@@ -146,8 +146,13 @@ def test_the_default_is_the_seed_grid_and_start():
         ),
         ('{"horizon": 100000}', "rows * cols * horizon"),
         ('{"gird": [[1]]}', "takes no keyword 'gird'"),
+        ('{"start": [0, 6]}', "start: [row, col] inside the 6x6 grid"),  # one column too far
+        ('{"grid": [[NaN, 1.0]]}', "finite rewards"),
+        ('{"grid": [[1e308, 1]], "reward_scale": 10}', "finite rewards"),  # no overflow warning
+        ('{"reward_scale": Infinity}', "reward_scale: a finite number"),
     ],
 )
+@pytest.mark.filterwarnings("error")  # a warning would be more lines on stderr
 def test_bad_grid_keywords_give_one_line_and_write_nothing(capsys, tmp_path, kwargs, expect):
     out = tmp_path / "run"
     code = pa.main(["--env", "GridWorld-v0", "--env-kwargs", kwargs, "--out", str(out)])

@@ -858,6 +858,8 @@ def test_sampler_behaviour_log_probs_match_the_policy():
 
 def test_tree_start_follows_the_seed_and_no_seed_groups_gives_each_episode_its_own():
     env = tree_env.TreeEnv(depth=3, num_starts=3)
+    ending = tree_env.TreeEnv(depth=3, num_starts=3, early_end=1.0)  # ends after one step...
+    assert all(ending.children[start] for start in range(3))  # ...but never at a start
     assert [int(env.reset(seed=s)[0].argmax()) for s in range(6)] == [0, 1, 2, 0, 1, 2]
     assert {int(env.reset()[0].argmax()) for _ in range(50)} == {0, 1, 2}  # from np_random
     envs = [tree_env.TreeEnv(depth=3, num_starts=3) for _ in range(12)]
@@ -873,6 +875,91 @@ def test_tree_start_follows_the_seed_and_no_seed_groups_gives_each_episode_its_o
         [1, 2, 0, 1],
         [2, 0, 1, 2],
     ]
+
+
+def test_networks_start_orthogonal_with_their_gains():
+    """Orthogonal init, gain sqrt(2) in the hidden layers (for tanh), 0.01 at the policy's output
+    (a near-uniform first policy), 1 at V's: W^T W = gain^2 I where W has orthonormal columns."""
+    agent = pa.Agent(4, gym.spaces.Discrete(2), 64, True, False)
+
+    def gram(layer, columns=True):  # W^T W (orthonormal columns) or W W^T (orthonormal rows)
+        weight = layer.weight.detach().double()
+        return weight.T @ weight if columns else weight @ weight.T
+
+    identity = torch.eye
+    assert torch.allclose(gram(agent.policy[0]), 2 * identity(4, dtype=F64), atol=1e-5)
+    assert torch.allclose(gram(agent.policy[2]), 2 * identity(64, dtype=F64), atol=1e-5)
+    assert torch.allclose(gram(agent.policy[4], False), 1e-4 * identity(2, dtype=F64), atol=1e-9)
+    assert torch.allclose(gram(agent.value[4], False), identity(1, dtype=F64), atol=1e-5)
+
+
+def test_normalizer_scales_to_zero_mean_unit_std_and_clips_at_ten():
+    data = torch.tensor([100, -3, 0.5]) + torch.tensor([5, 0.1, 2]) * torch.randn(
+        1000, 3, generator=torch.Generator().manual_seed(0)
+    )
+    normalizer = pa.RunningNormalizer(3)
+    normalizer.update(data)
+    scaled = normalizer(data.double())
+    assert scaled.mean(0).abs().max() < 1e-8
+    assert torch.allclose(scaled.std(0, unbiased=False), torch.ones(3, dtype=F64), atol=1e-5)
+    far = normalizer(torch.tensor([[1e6, -1e6, 0.5]], dtype=F64))[0]
+    assert far[:2].tolist() == [10.0, -10.0] and abs(far[2].item()) < 0.1
+
+
+def test_both_networks_see_the_normalised_observations():
+    """obs_norm: policy_outputs(x) and values(x) are those of the same networks without it at
+    (x - mean) / std; the normaliser's statistics differ enough from (0, 1) to tell."""
+    space = gym.spaces.Discrete(2)
+    normed, plain = (pa.Agent(4, space, 16, True, norm, seed=5) for norm in (True, False))
+    centre, scale = torch.tensor([100, -3, 0.5, 7]), torch.tensor([5, 0.1, 2, 1])
+    generator = torch.Generator().manual_seed(1)
+    normed.normalizer.update(centre + scale * torch.randn(500, 4, generator=generator))
+    x = centre + scale * torch.randn(20, 4, generator=generator)
+    by_hand = ((x - normed.normalizer.mean) / normed.normalizer.var.sqrt()).float()
+    with torch.no_grad():
+        assert torch.allclose(normed.values(x), plain.values(by_hand), atol=1e-5)
+        assert torch.allclose(normed.policy_outputs(x), plain.policy_outputs(by_hand), atol=1e-5)
+        assert not torch.allclose(normed.values(x), plain.values(x), atol=1e-2)
+
+
+@pytest.mark.slow
+def test_training_feeds_the_normaliser_each_batchs_real_observations_and_evaluation_none(
+    tmp_path, monkeypatch
+):
+    """After one iteration the normaliser has seen exactly the batch's real states s_0 ... s_{L-1}
+    (not the state after the last step, not padding), and evaluating changed nothing."""
+    batches, real = [], pa.sample_episodes
+
+    def kept(*args, **kwargs):
+        batches.append(real(*args, **kwargs))
+        return batches[-1]
+
+    monkeypatch.setattr(pa, "sample_episodes", kept)
+    agent, experiment = pa.train(config(**{**SMOKE, "iterations": 1}), tmp_path)
+    seen = batches[0].observations[..., :-1, :][batches[0].mask].double()
+    assert agent.normalizer.count.item() == len(seen) == experiment["summary"]["env_steps"]
+    assert torch.allclose(agent.normalizer.mean, seen.mean(0), rtol=0, atol=1e-12)
+
+
+def test_categorical_greedy_is_the_most_likely_action_and_sampling_follows_softmax():
+    agent = pa.Agent(4, gym.spaces.Discrete(3), 16, False, False)
+    with torch.no_grad():
+        agent.policy[-1].weight.zero_()
+        agent.policy[-1].bias.copy_(torch.tensor([0.0, 2.0, 1.0]))
+    obs = torch.randn(2000, 4, generator=torch.Generator().manual_seed(0))
+    greedy = agent.sample(obs, greedy=True)[0]
+    assert greedy.eq(1).all() and agent.act(np.zeros(4), greedy=True) == 1
+    drawn = agent.sample(obs, torch.Generator().manual_seed(1))[0]
+    frequencies = torch.bincount(drawn, minlength=3) / len(drawn)
+    assert torch.allclose(frequencies, torch.softmax(torch.tensor([0.0, 2.0, 1.0]), 0), atol=0.03)
+
+
+def test_mean_entropy_is_over_real_steps_only():
+    entropies = torch.tensor([[[1.0, 1.0, 1.0], [4.0, 9.0, 9.0]]])  # padding holds 9s
+    mask = torch.tensor([[[True, True, True], [True, False, False]]])
+    empty = torch.zeros(1, 2, 3)
+    batch = pa.Batch(empty, empty, empty, empty, entropies, mask, torch.zeros(1, 2, dtype=bool))
+    assert batch.mean_entropy == 1.75  # (1 + 1 + 1 + 4) / 4
 
 
 @SETTINGS
