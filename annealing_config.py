@@ -292,7 +292,7 @@ DEFAULTS = {
     # Hopper: a first sigma of 0.61 (log -0.5); tuning seeds 0-5 ended at 2,090-3,117 sampled
     # (median 2,779) against sigma 1's 1,224-2,962 (2,394), better on five of six (sigma 0.5:
     # worse on seeds 0 and 1). Walker2d too: tuning seeds 0-5 ended at 1,412-4,086 (median 2,797)
-    # against sigma 1's 1,320-3,240 (at most 2,327 whatever seed 5 gives), better on three of five
+    # against sigma 1's 1,320-3,391 (2,327): a higher median, though better on three seeds of six
     **{f"{env_id}/err": dict(minibatches=32, lr=3e-4, temp_start=0.01, temp_end=0.01,
                              **MUJOCO_ERR.get(env_id, {}))
        for env_id in MUJOCO},
