@@ -121,6 +121,19 @@ def test_bad_arguments_give_one_clear_line(capsys, tmp_path, argv, expect):
     assert not (tmp_path / "run").exists()  # nothing created for a refused run
 
 
+def test_closed_bounds_are_accepted_at_their_ends():
+    """[0, 1] takes both ends (GAE lambda 0: TD(0) advantages; 1: Monte Carlo), and confirming
+    with as many episodes as the evaluation is allowed; a step past each end is refused."""
+    for value in (0.0, 1.0):
+        assert pa.make_config("CartPole-v1", "err", gae_lambda=value).gae_lambda == value
+    refusal = re.escape("--gae-lambda must be in [0, 1], got 1.01")
+    with pytest.raises(run_io.UserError, match=refusal):
+        pa.make_config("CartPole-v1", "err", gae_lambda=1.01)
+    assert pa.make_config(eval_episodes=40, confirm_episodes=40).confirm_episodes == 40
+    with pytest.raises(run_io.UserError, match="--confirm-episodes must be >= --eval-episodes"):
+        pa.make_config(eval_episodes=40, confirm_episodes=39)
+
+
 @pytest.mark.parametrize(
     "overrides, expect",
     [
